@@ -1,0 +1,19 @@
+"""hazefree: haze, fog and thin-cloud removal.
+
+Quick start:
+    >>> import hazefree
+    >>> result = hazefree.dehaze("photo.jpg")          # shipped default model
+    >>> result.clear.shape                              # 1 x 3 x H x W in [0, 1]
+
+Modules: :mod:`hazefree.physics` (scattering model, airlight), :mod:`hazefree.ops` (guided
+filter), :mod:`hazefree.models` (dehazers and their registry), :mod:`hazefree.data`,
+:mod:`hazefree.training`, :mod:`hazefree.metrics`, :mod:`hazefree.io`, :mod:`hazefree.cli`.
+"""
+
+from .api import Dehazer, default_method, dehaze
+from .models import DehazeOutput, available
+from .models import load as load
+
+__version__ = "0.1.0"
+
+__all__ = ["dehaze", "Dehazer", "default_method", "load", "available", "DehazeOutput", "__version__"]

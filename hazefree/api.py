@@ -1,0 +1,88 @@
+"""The one-call Python API: ``hazefree.dehaze(image, method=...)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+from . import models
+from .models import DehazeOutput
+from .physics import AIRLIGHT_METHODS, check_image
+
+__all__ = ["Dehazer", "dehaze", "default_method", "DEFAULT_MODEL"]
+
+# The learned default; ``dcp`` is used until weights for it ship with the package.
+DEFAULT_MODEL = "guided-pix2pix"
+
+
+def default_method() -> str:
+    """The method ``hazefree dehaze`` uses when none is given."""
+    return DEFAULT_MODEL if models.has_pretrained(DEFAULT_MODEL) else "dcp"
+
+
+def _resolve_model(method: str, airlight: str | None) -> nn.Module:
+    options = {}
+    if airlight is not None:
+        if airlight not in AIRLIGHT_METHODS:
+            raise ValueError(f"unknown airlight method {airlight!r}; choose one of {AIRLIGHT_METHODS}")
+        options["airlight"] = airlight
+    path = Path(method)
+    if method not in models.MODELS and (path.suffix in {".safetensors", ".pt", ".pth"}):
+        return models.load_file(path, **options)
+    return models.load(method, **options)
+
+
+class Dehazer:
+    """A loaded dehazing method, reusable over many images.
+
+    Args:
+        method: a registry name (``"dcp"``, ``"guided-pix2pix"``, ...) or a weights file written by
+            ``hazefree train``; ``None`` for :func:`default_method`.
+        airlight: override the model's airlight estimator (``"max_luma"`` or ``"dark_channel"``).
+        device: torch device to run on.
+    """
+
+    def __init__(self, method: str | None = None, airlight: str | None = None, device: str = "cpu"):
+        self.method = method or default_method()
+        self.device = torch.device(device)
+        self.model = _resolve_model(self.method, airlight).to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, image: Tensor) -> DehazeOutput:
+        """Dehaze an N x 3 x H x W (or 3 x H x W) float tensor in [0, 1]."""
+        squeeze = isinstance(image, Tensor) and image.dim() == 3
+        if squeeze:
+            image = image.unsqueeze(0)
+        check_image(image, "image")
+        out = self.model(image.to(self.device, torch.float32))
+        if not torch.isfinite(out.clear).all():
+            raise RuntimeError(f"method {self.method!r} produced non-finite pixels")
+        if squeeze:
+            out = DehazeOutput(*(None if v is None else v.squeeze(0) for v in out))
+        return out
+
+
+def dehaze(
+    image: Union[Tensor, str, Path],
+    method: str | None = None,
+    airlight: str | None = None,
+) -> DehazeOutput:
+    """Dehaze one image (a tensor in [0, 1], or an image file) with ``method``.
+
+    Returns:
+        :class:`DehazeOutput` with ``clear`` (same layout as the input tensor; 1 x 3 x H x W for a
+        file), ``transmission`` and ``airlight`` (None for methods that do not model them).
+
+    Example:
+        >>> out = dehaze(torch.rand(3, 64, 64), method="dcp")
+        >>> out.clear.shape, out.airlight.shape
+        (torch.Size([3, 64, 64]), torch.Size([3, 1, 1]))
+    """
+    if isinstance(image, (str, Path)):
+        from .io import read_image
+
+        image = read_image(image).rgb
+    return Dehazer(method, airlight)(image)

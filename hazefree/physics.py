@@ -1,0 +1,199 @@
+"""Atmospheric scattering model and airlight estimation.
+
+The haze model (Koschmieder; used by every method here):
+
+    I(z) = J(z) t(z) + A (1 - t(z)),    t(z) = exp(-beta d(z))
+
+with I the hazy image, J the clear scene, A the RGB atmospheric light (airlight) and t the
+transmission. Tensors are N x C x H x W floats in [0, 1]; an airlight is N x 3 x 1 x 1 so that it
+broadcasts over the image; a transmission is N x 1 x H x W (or N x 3 x H x W per channel).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .ops import rgb_to_gray
+
+__all__ = [
+    "AirlightMethod",
+    "transmission_from_depth",
+    "add_haze",
+    "remove_haze",
+    "dark_channel",
+    "estimate_airlight",
+    "airlight_max_luma",
+    "airlight_dark_channel",
+    "check_image",
+]
+
+AirlightMethod = Literal["max_luma", "dark_channel"]
+AIRLIGHT_METHODS: tuple[str, ...] = ("max_luma", "dark_channel")
+
+# The smallest airlight channel value used anywhere. A black airlight makes I / A undefined (DCP)
+# and has no physical meaning; 1e-3 is below one 8-bit grey level.
+MIN_AIRLIGHT = 1e-3
+
+
+def check_image(image: Tensor, name: str = "image", channels: int | None = 3) -> None:
+    """Raise ValueError unless ``image`` is a finite N x C x H x W float tensor in [0, 1]."""
+    if not isinstance(image, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(image).__name__}")
+    if image.dim() != 4:
+        raise ValueError(f"{name} must be N x C x H x W, got shape {tuple(image.shape)}")
+    if channels is not None and image.shape[1] != channels:
+        raise ValueError(f"{name} must have {channels} channels, got {image.shape[1]}")
+    if not image.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor in [0, 1], got {image.dtype}")
+    if image.numel() == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    lo, hi = image.min().item(), image.max().item()
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{name} values must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+
+
+def _as_airlight(airlight: Union[Tensor, float, tuple], like: Tensor) -> Tensor:
+    a = torch.as_tensor(airlight, dtype=like.dtype, device=like.device)
+    if a.dim() == 0:
+        a = a.expand(3)
+    if a.dim() == 1:
+        a = a.view(1, -1, 1, 1)
+    elif a.dim() == 2:
+        a = a.view(a.shape[0], a.shape[1], 1, 1)
+    if a.dim() != 4 or a.shape[1] not in (1, 3) or a.shape[-2:] != (1, 1):
+        raise ValueError(f"airlight must be a scalar, (3,), N x 3 or N x 3 x 1 x 1, got {tuple(a.shape)}")
+    return a
+
+
+def transmission_from_depth(depth: Tensor, beta: Union[float, Tensor]) -> Tensor:
+    """Transmission t = exp(-beta d) (Beer-Lambert) for depth ``d`` >= 0 in scene units.
+
+    ``beta`` is a float or an N-element tensor (one scattering coefficient per image).
+    """
+    if not torch.isfinite(depth).all() or (depth < 0).any():
+        raise ValueError("depth must be finite and non-negative")
+    b = torch.as_tensor(beta, dtype=depth.dtype, device=depth.device)
+    if b.dim() == 1:
+        b = b.view(-1, 1, 1, 1)
+    return torch.exp(-b * depth)
+
+
+def add_haze(
+    clear: Tensor,
+    t_or_depth: Tensor,
+    airlight: Union[Tensor, float, tuple],
+    beta: Union[float, Tensor, None] = None,
+) -> Tensor:
+    """Render haze, I = J t + A (1 - t).
+
+    Args:
+        clear: N x 3 x H x W clear image J in [0, 1].
+        t_or_depth: transmission in [0, 1] (if ``beta`` is None) or depth (if ``beta`` is given),
+            N x 1 x H x W or N x 3 x H x W.
+        airlight: A as a scalar, (3,), N x 3 or N x 3 x 1 x 1, in [0, 1].
+        beta: scattering coefficient; when given, ``t = exp(-beta * t_or_depth)``.
+
+    Returns:
+        The hazy image I, N x 3 x H x W in [0, 1].
+    """
+    check_image(clear, "clear")
+    t = t_or_depth if beta is None else transmission_from_depth(t_or_depth, beta)
+    if beta is None and (t.min() < 0 or t.max() > 1):
+        raise ValueError("transmission must lie in [0, 1]; pass beta= to give a depth map")
+    a = _as_airlight(airlight, clear)
+    return (clear * t + a * (1.0 - t)).clamp(0.0, 1.0)
+
+
+def remove_haze(
+    hazy: Tensor,
+    transmission: Tensor,
+    airlight: Union[Tensor, float, tuple],
+    t_min: float = 0.1,
+    clamp: bool = True,
+) -> Tensor:
+    """Invert the haze model, J = (I - A) / max(t, t_min) + A (Ma et al. 2021, eq. 42).
+
+    ``t_min`` bounds the amplification of noise where the transmission is small (He et al. use 0.1);
+    with ``clamp`` the result is clipped to [0, 1]. Gradients flow through every input.
+    """
+    a = _as_airlight(airlight, hazy)
+    t = transmission.clamp(min=t_min) if t_min > 0 else transmission
+    clear = (hazy - a) / t + a
+    return clear.clamp(0.0, 1.0) if clamp else clear
+
+
+def dark_channel(image: Tensor, patch_size: int = 15) -> Tensor:
+    """Dark channel (He et al., CVPR 2009, eq. 5): min over colour channels, then a min filter.
+
+    The min filter uses a ``patch_size`` x ``patch_size`` square window clipped at the border.
+    Returns N x 1 x H x W.
+    """
+    if patch_size < 1 or patch_size % 2 == 0:
+        raise ValueError(f"patch_size must be a positive odd int, got {patch_size}")
+    m = image.amin(dim=1, keepdim=True)
+    r = patch_size // 2
+    if r == 0:
+        return m
+    # max_pool pads with -inf, so -max_pool(-x) is a min filter over the clipped window; the
+    # window is built in two 1-D passes, which is exact for a square and much cheaper.
+    m = -F.max_pool2d(-m, kernel_size=(patch_size, 1), stride=1, padding=(r, 0))
+    return -F.max_pool2d(-m, kernel_size=(1, patch_size), stride=1, padding=(0, r))
+
+
+def _top_k_mean(values: Tensor, image: Tensor, fraction: float) -> Tensor:
+    """Mean RGB of the pixels with the largest ``values`` (the top ``fraction``, at least one)."""
+    n, _, h, w = image.shape
+    k = max(1, int(math.ceil(fraction * h * w)))
+    idx = values.reshape(n, -1).topk(k, dim=1).indices  # N x k
+    rgb = image.reshape(n, image.shape[1], -1)
+    picked = torch.gather(rgb, 2, idx.unsqueeze(1).expand(-1, image.shape[1], -1))
+    return picked.mean(dim=2).view(n, -1, 1, 1)
+
+
+def airlight_max_luma(image: Tensor, top_fraction: float = 1e-3) -> Tensor:
+    """Airlight as the brightest-luma pixels (Ma et al. 2021, Sec. III-E: the pixel of maximum Y).
+
+    Deviation: instead of the single brightest pixel, the mean RGB of the brightest
+    ``top_fraction`` of pixels (at least one) is used, so a single hot pixel or specular highlight
+    moves A by at most 1/k of its excess. With ``top_fraction=0`` it is the paper's single pixel.
+
+    Returns N x 3 x 1 x 1, each channel clamped to [MIN_AIRLIGHT, 1].
+    """
+    luma = rgb_to_gray(image)
+    return _top_k_mean(luma, image, top_fraction).clamp(MIN_AIRLIGHT, 1.0)
+
+
+def airlight_dark_channel(
+    image: Tensor, patch_size: int = 15, top_fraction: float = 1e-3, brightest_fraction: float = 0.1
+) -> Tensor:
+    """Airlight by the dark channel prior (He et al. 2009, Sec. 4.4).
+
+    Among the ``top_fraction`` (0.1 %) of pixels with the brightest dark channel, He et al. take the
+    one of highest intensity; for robustness to single hot pixels this takes the mean RGB of the
+    brightest ``brightest_fraction`` of those candidates (at least one). Returns N x 3 x 1 x 1.
+    """
+    n, c, h, w = image.shape
+    dark = dark_channel(image, patch_size).reshape(n, -1)
+    k = max(1, int(math.ceil(top_fraction * h * w)))
+    cand = dark.topk(k, dim=1).indices  # N x k
+    luma = torch.gather(rgb_to_gray(image).reshape(n, -1), 1, cand)
+    m = max(1, int(math.ceil(brightest_fraction * k)))
+    best = torch.gather(cand, 1, luma.topk(m, dim=1).indices)
+    rgb = torch.gather(image.reshape(n, c, -1), 2, best.unsqueeze(1).expand(-1, c, -1))
+    return rgb.mean(dim=2).view(n, c, 1, 1).clamp(MIN_AIRLIGHT, 1.0)
+
+
+def estimate_airlight(image: Tensor, method: str = "max_luma") -> Tensor:
+    """Airlight by name: ``"max_luma"`` (Guided-Pix2Pix) or ``"dark_channel"`` (He et al.)."""
+    if method == "max_luma":
+        return airlight_max_luma(image)
+    if method == "dark_channel":
+        return airlight_dark_channel(image)
+    raise ValueError(f"unknown airlight method {method!r}; choose one of {AIRLIGHT_METHODS}")
