@@ -8,8 +8,6 @@ with ``torch.load(weights_only=True)``, which refuses pickled objects other than
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +16,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as _st_load
 from safetensors.torch import save_file as _st_save
 from torch import nn
+
+from ..io import atomic_write  # the helper lives in hazefree.io; kept importable from here
 
 __all__ = ["CheckpointError", "save_weights", "load_weights", "load_state_strict", "shipped_path"]
 
@@ -31,25 +31,6 @@ class CheckpointError(ValueError):
 def shipped_path(name: str) -> Path:
     """Location of the weights shipped in the package for model ``name``."""
     return _PACKAGE_WEIGHTS / f"{name}.safetensors"
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
-
-    A crash at any moment leaves either the old file or the new one, never a partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_weights(

@@ -1,0 +1,417 @@
+"""The ``hazefree`` command line.
+
+Subcommands are registered by small ``_add_<name>(subparsers)`` functions; each sets
+``func=<callable(args) -> int>`` as a parser default, which :func:`main` calls. The ``train``
+subcommand comes from :func:`hazefree.training.add_train_parser` when that module exists (it
+follows the same ``func`` convention).
+
+Examples:
+    hazefree dehaze photo.jpg -o out/
+    hazefree dehaze photos/ -o out/ --method dcp --save-transmission
+    hazefree dehaze photos/ -o photos/ --suffix _dehazed
+    hazefree models
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+__all__ = ["main", "build_parser"]
+
+# Exit statuses: 0 all done, 1 some files failed, 2 bad usage (nothing or not everything attempted).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """The command cannot run as given (reported as one line, exit status 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and usage errors; return its status instead
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    func: Callable[[argparse.Namespace], int | None] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    debug = getattr(args, "debug", False)
+    try:
+        status = func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        # Bad arguments, unknown method, unusable weights (CheckpointError), invalid images: the
+        # user's to fix, so one line without a traceback (unless --debug).
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_message(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else " (run with --debug for details)"
+        print(f"error: {type(exc).__name__}: {_message(exc)}{hint}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK if status is None else int(status)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every available subcommand."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hazefree", description="Haze, fog and thin-cloud removal for images."
+    )
+    parser.add_argument("--version", action="version", version=f"hazefree {__version__}")
+    _add_debug(parser)
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_dehaze(subparsers)
+    _add_models(subparsers)
+    _add_train(subparsers)
+    return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS as default so that a subcommand's unset --debug does not reset `hazefree --debug ...`.
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors"
+    )
+
+
+def _message(exc: BaseException) -> str:
+    """One line from an exception (a KeyError's str() would add quotes)."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    lines = str(text).strip().splitlines()
+    return " ".join(line.strip() for line in lines) if lines else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------- dehaze
+
+
+def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
+    from .io import DEFAULT_MAX_PIXELS
+    from .physics import AIRLIGHT_METHODS
+
+    p = subparsers.add_parser(
+        "dehaze",
+        help="dehaze image files and folders",
+        description=(
+            "Dehaze image files and folders (PNG, JPEG, TIFF, WebP, BMP, GIF; folders are scanned "
+            "recursively). Results keep the input's format, size, bit depth, gray/colour and alpha, "
+            "and mirror the input's folder structure under OUTDIR; GIF inputs are written as PNG. "
+            "Input files are never overwritten."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)"
+    )
+    p.add_argument(
+        "--method",
+        metavar="NAME|FILE",
+        help="model name (see `hazefree models`) or a weights file (.safetensors, .pt, .pth); "
+        "default: the shipped learned model, or dcp when none is shipped",
+    )
+    p.add_argument("--airlight", choices=AIRLIGHT_METHODS, help="override the method's airlight estimator")
+    p.add_argument(
+        "--save-transmission",
+        action="store_true",
+        help="also write <stem>_transmission.png (16-bit gray) beside each output",
+    )
+    p.add_argument("--suffix", default="", help="append S to output file names (e.g. _dehazed)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
+    existing.add_argument("--skip-existing", action="store_true", help="skip inputs whose output exists")
+    p.add_argument(
+        "--max-pixels",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images with more than N pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)",
+    )
+    _add_debug(p)
+    p.set_defaults(func=_run_dehaze)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = float(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"must be a non-negative whole number, got {text!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class _Job:
+    source: Path
+    output: Path
+    transmission: Path | None
+
+    @property
+    def targets(self) -> tuple[Path, ...]:
+        """Every file the job writes."""
+        return (self.output,) if self.transmission is None else (self.output, self.transmission)
+
+
+def _run_dehaze(args: argparse.Namespace) -> int:
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"-o {out_dir}: exists and is not a folder")
+    if any(sep in args.suffix for sep in {"/", os.sep}):
+        raise UsageError(f"--suffix {args.suffix!r}: must not contain a path separator")
+
+    # The method first, so that a bad --method is reported before anything else.
+    dehazer = _load_dehazer(args.method, args.airlight)
+    default_note = "" if args.method else " (default)"
+    print(f"method: {dehazer.method}{default_note}", flush=True)
+
+    jobs, failed = _plan_jobs(args, out_dir)
+    _check_plan(jobs, args)
+    skipped = 0
+    if args.skip_existing:
+        kept = [job for job in jobs if not any(t is not None and t.exists() for t in job.targets)]
+        skipped = len(jobs) - len(kept)
+        jobs = kept
+    done, errors = _process(jobs, dehazer, args)
+    failed += errors
+    print(f"{done} dehazed, {failed} failed, {skipped} skipped")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _plan_jobs(args: argparse.Namespace, out_dir: Path) -> tuple[list[_Job], int]:
+    """One job per input image (duplicates dropped); the count of inputs that gave no images."""
+    from .io import ImageReadError, find_images, output_path_for, transmission_path_for
+
+    jobs: list[_Job] = []
+    failed = 0
+    seen: set[Path] = set()
+    for given in args.inputs:
+        try:
+            found = find_images([given], exclude=_nested_output(out_dir, Path(given)))
+        except ImageReadError as exc:
+            _report(f"error: {exc}")
+            failed += 1
+            continue
+        for source, root in found:
+            if source.resolve() in seen:
+                continue
+            seen.add(source.resolve())
+            output = output_path_for(source, root, out_dir, args.suffix)
+            transmission = transmission_path_for(output) if args.save_transmission else None
+            jobs.append(_Job(source, output, transmission))
+    return jobs, failed
+
+
+def _process(jobs: list[_Job], dehazer, args: argparse.Namespace) -> tuple[int, int]:
+    """Dehaze every job, reporting each failure on one line; return (done, failed)."""
+    from tqdm import tqdm
+
+    from .io import ImageReadError
+
+    debug = getattr(args, "debug", False)
+    done = failed = 0
+    no_transmission = False
+    bar = tqdm(jobs, unit="image", disable=len(jobs) <= 1, file=sys.stderr, dynamic_ncols=True)
+    for job in bar:
+        try:
+            has_t = _dehaze_one(dehazer, job, args.max_pixels or None)
+            no_transmission |= job.transmission is not None and not has_t
+            done += 1
+        except Exception as exc:  # any one file's failure is reported and the batch goes on
+            failed += 1
+            if debug:
+                bar.clear()
+                traceback.print_exc()
+            if isinstance(exc, ImageReadError):
+                _report(f"error: {exc}")
+            elif isinstance(exc, OSError) and exc.filename is not None:
+                _report(f"error: {job.source}: cannot write {exc.filename}: {exc.strerror or _message(exc)}")
+            else:
+                problem = "not enough memory" if isinstance(exc, MemoryError) else _message(exc)
+                _report(f"error: {job.source}: {problem}")
+    bar.close()
+    if no_transmission:
+        _report(
+            f"note: method {dehazer.method!r} has no transmission map; nothing saved for --save-transmission"
+        )
+    return done, failed
+
+
+def _check_plan(jobs: list[_Job], args: argparse.Namespace) -> None:
+    """Refuse (UsageError) to write over an input, to write two results to one file, or to replace
+    existing outputs without --overwrite / --skip-existing."""
+    # Inputs are identified by (device, inode) so that another spelling of the same file (a
+    # symlink, a case-insensitive file system, a hard link) is recognised as well.
+    input_ids = {}
+    for job in jobs:
+        st = job.source.stat()
+        input_ids[(st.st_dev, st.st_ino)] = job.source
+    owners: dict[Path, Path] = {}
+    existing: list[Path] = []
+    for job in jobs:
+        for target in job.targets:
+            key = Path(os.path.abspath(target))
+            if key in owners:
+                raise UsageError(
+                    f"{owners[key]} and {job.source} would both be written to {target}; "
+                    "dehaze them in separate runs or rename one"
+                )
+            owners[key] = job.source
+            try:
+                st = target.stat()
+            except FileNotFoundError:
+                continue
+            if (st.st_dev, st.st_ino) in input_ids:
+                hint = (
+                    "use --suffix or another -o"
+                    if not args.suffix
+                    else "it may be the result of an earlier run with the same --suffix; use another -o"
+                )
+                raise UsageError(
+                    f"refusing to overwrite input {input_ids[(st.st_dev, st.st_ino)]} with the result "
+                    f"for {job.source}; {hint}"
+                )
+            existing.append(target)
+    if existing and not (args.overwrite or args.skip_existing):
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UsageError(
+            f"output {existing[0]}{more} already exists; "
+            "use --overwrite to replace or --skip-existing to skip"
+        )
+
+
+def _nested_output(out_dir: Path, given: Path) -> list[Path]:
+    """``[out_dir]`` if it lies strictly inside the input folder ``given``: results of an earlier
+    run there are not inputs (else each rerun would dehaze them again, one level deeper)."""
+    if not (out_dir.is_dir() and given.is_dir()):
+        return []
+    out, root = out_dir.resolve(), given.resolve()
+    return [out_dir] if out != root and out.is_relative_to(root) else []
+
+
+def _load_dehazer(method: str | None, airlight: str | None):
+    from . import models
+    from .api import Dehazer
+
+    try:
+        return Dehazer(method, airlight)
+    except KeyError:
+        if method is None or Path(method).suffix in {".safetensors", ".pt", ".pth"}:
+            raise  # a weights file naming an unknown model: the registry's message says so
+        raise UsageError(
+            f"unknown method {method!r}; available: {', '.join(models.available())}, "
+            "or a weights file (.safetensors, .pt, .pth)"
+        ) from None
+
+
+def _dehaze_one(dehazer, job: _Job, max_pixels: int | None) -> bool:
+    """Dehaze one file; return whether the method produced a transmission map."""
+    from .io import ImageReadWarning, read_image, write_image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageReadWarning)
+        image = read_image(job.source, max_pixels=max_pixels)
+    for w in caught:
+        text = str(w.message) if issubclass(w.category, ImageReadWarning) else f"{job.source}: {w.message}"
+        _report(f"warning: {text}")
+    result = dehazer(image.rgb)
+    write_image(
+        job.output,
+        result.clear,
+        alpha=image.alpha,
+        bit_depth=image.bit_depth,
+        gray=image.gray,
+        icc_profile=image.icc_profile,
+    )
+    t = result.transmission
+    if job.transmission is not None and t is not None:
+        if t.shape[1] != 1:  # a per-channel transmission is saved as its mean
+            t = t.mean(dim=1, keepdim=True)
+        write_image(job.transmission, t, bit_depth=16, gray=True, format="PNG")
+    return t is not None
+
+
+def _report(line: str) -> None:
+    """Print a line to stderr without breaking a running progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------- models
+
+
+def _add_models(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "models",
+        help="list the available models",
+        description="List the models, their parameter count and whether weights ship with hazefree.",
+    )
+    _add_debug(p)
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import models
+
+    rows = [("NAME", "PARAMETERS", "WEIGHTS", "DESCRIPTION")]
+    for name in models.available():
+        # Built on the meta device: parameters are counted without allocating or initialising them.
+        # (has_pretrained may build the model too, hence inside the block).
+        with torch.device("meta"):
+            count = models.count_parameters(models.MODELS.build(name))
+            shipped = "yes" if models.has_pretrained(name) else "no"
+        rows.append((name, f"{count:,}", shipped, models.MODELS.get(name).summary))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for name, count, shipped, summary in rows:
+        print(f"{name:<{widths[0]}}  {count:>{widths[1]}}  {shipped:<{widths[2]}}  {summary}".rstrip())
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- train
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``train`` from :mod:`hazefree.training` if that module exists and provides it."""
+    try:
+        training = importlib.import_module("hazefree.training")
+    except ModuleNotFoundError as exc:
+        if exc.name == "hazefree.training":
+            return  # no training module in this installation: no train command
+        _add_unavailable(subparsers, "train", exc)
+        return
+    except Exception as exc:  # a broken training module must not take `dehaze` down with it
+        _add_unavailable(subparsers, "train", exc)
+        return
+    add = getattr(training, "add_train_parser", None)
+    if callable(add):
+        add(subparsers)
+
+
+def _add_unavailable(subparsers: argparse._SubParsersAction, name: str, reason: BaseException) -> None:
+    """A placeholder command that explains why ``name`` cannot run (e.g. a missing dependency)."""
+    p = subparsers.add_parser(name, help=f"(unavailable: {_message(reason)})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def unavailable(args: argparse.Namespace) -> int:
+        problem = f"{type(reason).__name__}: {_message(reason)}"
+        print(f"error: `hazefree {name}` is unavailable: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+
+    p.set_defaults(func=unavailable)
