@@ -1,0 +1,404 @@
+"""Datasets: pairing rules of the benchmarks' real layouts, synthetic haze, deterministic crops.
+
+Pairing (``find_pairs``) understands, under one root folder:
+
+* ``hazy/`` + ``clear/`` (aliases: ``GT``, ``gt``, ``label``, ``clean``, ``target``,
+  ``ground_truth``; for the hazy side ``haze``, ``cloud``, ``cloudy``, ``input``) with
+    - identical names (SOTS as packaged by DehazeFormer, RICE ``cloud``/``label``),
+    - RESIDE names: ``1410_3.png`` -> ``1410.png``, ``0001_0.8_0.2.jpg`` -> ``0001.png`` (the scene
+      id before the first underscore),
+    - O-HAZE / I-HAZE / NH-HAZE names: ``35_outdoor_hazy.jpg`` <-> ``35_outdoor_GT.jpg``,
+      ``01_hazy.png`` <-> ``01_GT.png`` (the ``hazy`` token replaced by ``GT``/``clear``);
+* one flat folder holding both ``*_hazy.*`` and ``*_GT.*`` files (the NTIRE archives);
+* a user pattern: a regular expression with a named group ``key`` matched against the hazy stem,
+  the clear image being the one whose stem equals ``key``.
+
+Hazy images without a clear partner are reported (``PairSet.unmatched``, and a warning), never
+silently dropped. Tensors follow the library contract: float32 N x C x H x W in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .io import IMAGE_EXTENSIONS, read_image
+from .physics import add_haze
+
+__all__ = [
+    "Pair",
+    "PairSet",
+    "find_pairs",
+    "load_pair",
+    "center_crop_to_match",
+    "read_depth",
+    "DepthSample",
+    "find_depth_samples",
+    "synthesize_haze",
+    "PairBank",
+    "CropSampler",
+]
+
+HAZY_DIRS = ("hazy", "haze", "cloud", "cloudy", "input", "inputs")
+CLEAR_DIRS = ("clear", "gt", "label", "clean", "target", "ground_truth", "groundtruth")
+_HAZY_TOKEN = re.compile(r"(?i)(^|[_\-])hazy($|[_\-])")
+_CLEAR_TOKENS = ("GT", "gt", "clear", "clean")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A hazy image and its haze-free ground truth."""
+
+    hazy: Path
+    clear: Path
+
+    @property
+    def name(self) -> str:
+        return self.hazy.stem
+
+
+@dataclass
+class PairSet:
+    """Pairs found under a root, and the hazy files that have no partner."""
+
+    root: Path
+    pairs: list[Pair] = field(default_factory=list)
+    unmatched: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _subdir(root: Path, aliases: Sequence[str]) -> Path | None:
+    by_lower = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    for alias in aliases:
+        if alias in by_lower:
+            return by_lower[alias]
+    return None
+
+
+def _candidates(stem: str) -> list[str]:
+    """Clear-image stems that may belong to hazy ``stem``, most specific first."""
+    out = [stem]
+    if _HAZY_TOKEN.search(stem):
+        out += [_HAZY_TOKEN.sub(lambda m: f"{m.group(1)}{tok}{m.group(2)}", stem) for tok in _CLEAR_TOKENS]
+    if "_" in stem:
+        out.append(stem.split("_", 1)[0])  # RESIDE: scene id before the haze parameters
+    return out
+
+
+def _match(hazy: list[Path], clear: list[Path], pattern: str | None) -> tuple[list[Pair], list[Path]]:
+    by_stem = {p.stem: p for p in clear}
+    regex = re.compile(pattern) if pattern else None
+    pairs, unmatched = [], []
+    for h in hazy:
+        if regex is not None:
+            m = regex.fullmatch(h.stem)
+            if m is None or "key" not in m.groupdict():
+                unmatched.append(h)
+                continue
+            keys = [m.group("key")]
+        else:
+            keys = _candidates(h.stem)
+        partner = next((by_stem[k] for k in keys if k in by_stem and by_stem[k] != h), None)
+        if partner is None:
+            unmatched.append(h)
+        else:
+            pairs.append(Pair(h, partner))
+    return pairs, unmatched
+
+
+def find_pairs(root: str | Path, pattern: str | None = None, warn: bool = True) -> PairSet:
+    """Find hazy/clear pairs under ``root`` (see the module docstring for the layouts).
+
+    Args:
+        root: dataset folder.
+        pattern: optional regular expression with a ``key`` group for the hazy stem.
+        warn: emit a warning that lists unmatched hazy images.
+
+    Raises:
+        ValueError: ``root`` is not a folder, or no pairs are found (the message says what was
+            looked for).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a folder")
+    hazy_dir, clear_dir = _subdir(root, HAZY_DIRS), _subdir(root, CLEAR_DIRS)
+    if hazy_dir is not None and clear_dir is not None:
+        pairs, unmatched = _match(_images(hazy_dir), _images(clear_dir), pattern)
+    else:
+        files = _images(root)
+        hazy = [p for p in files if _HAZY_TOKEN.search(p.stem)] if pattern is None else files
+        clear = [p for p in files if p not in hazy] if pattern is None else files
+        pairs, unmatched = _match(hazy, clear, pattern)
+    if not pairs:
+        raise ValueError(
+            f"{root}: no hazy/clear pairs found (looked for sub-folders {HAZY_DIRS[0]}/ + "
+            f"{CLEAR_DIRS[0]}/ or GT/, RESIDE, O-HAZE and NH-HAZE names"
+            + (f", pattern {pattern!r}" if pattern else "") + ")"
+        )
+    if unmatched and warn:
+        shown = ", ".join(p.name for p in unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
+        warnings.warn(f"{root}: {len(unmatched)} hazy image(s) without a clear partner: {shown}")
+    return PairSet(root, pairs, unmatched)
+
+
+def center_crop_to_match(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Centre-crop both N x C x H x W tensors to their common (minimum) size."""
+    h, w = min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1])
+
+    def crop(x: Tensor) -> Tensor:
+        top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+        return x[..., top : top + h, left : left + w]
+
+    return crop(a), crop(b)
+
+
+def load_pair(pair: Pair) -> tuple[Tensor, Tensor]:
+    """Read a pair as two 1 x 3 x H x W tensors of equal size.
+
+    Different sizes (e.g. official SOTS-indoor GT 640 x 480 vs hazy 620 x 460) are centre-cropped
+    to the common size, with a warning.
+    """
+    hazy, clear = read_image(pair.hazy).rgb, read_image(pair.clear).rgb
+    if hazy.shape[-2:] != clear.shape[-2:]:
+        warnings.warn(
+            f"{pair.hazy.name}: hazy {tuple(hazy.shape[-2:])} and clear {tuple(clear.shape[-2:])} "
+            "differ in size; centre-cropped to the common size"
+        )
+        hazy, clear = center_crop_to_match(hazy, clear)
+    return hazy, clear
+
+
+# --- synthetic haze from clear + depth ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepthSample:
+    """A clear image and its depth (or disparity) map, as stored in ``clear/`` + ``depth/``."""
+
+    clear: Path
+    depth: Path
+    disparity: bool
+
+
+def find_depth_samples(root: str | Path) -> list[DepthSample]:
+    """Pairs ``root/clear/<stem>.*`` + ``root/depth/<stem>.*``.
+
+    8-bit depth files are taken as Middlebury disparity (larger = nearer, 0 = unknown); 16-bit
+    files as metric depth from a depth sensor (0 = unknown).
+    """
+    root = Path(root)
+    clear_dir, depth_dir = root / "clear", root / "depth"
+    if not (clear_dir.is_dir() and depth_dir.is_dir()):
+        raise ValueError(f"{root}: expected sub-folders clear/ and depth/")
+    depth_files = {p.stem: p for p in depth_dir.iterdir() if p.is_file()}
+    out = []
+    for c in _images(clear_dir):
+        d = depth_files.get(c.stem)
+        if d is None:
+            warnings.warn(f"{c}: no depth map in {depth_dir}")
+            continue
+        out.append(DepthSample(c, d, disparity=_bit_depth(d) == 8))
+    if not out:
+        raise ValueError(f"{root}: no clear/depth pairs found")
+    return out
+
+
+def _bit_depth(path: Path) -> int:
+    import cv2
+
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ValueError(f"{path}: cannot read depth map")
+    return 16 if arr.dtype == np.uint16 else 8
+
+
+def read_depth(sample: DepthSample) -> Tensor:
+    """Relative depth in [0, 1] (1 = farthest), 1 x 1 x H x W; unknown pixels are set to the farthest.
+
+    Disparity is converted to depth as 1 / disparity; both are normalised by their maximum so that
+    ``beta`` in :func:`synthesize_haze` has the same meaning for every source.
+    """
+    import cv2
+
+    raw = cv2.imread(str(sample.depth), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ValueError(f"{sample.depth}: cannot read depth map")
+    raw = raw.astype(np.float64)
+    if raw.ndim == 3:
+        raw = raw[..., 0]
+    valid = raw > 0
+    if sample.disparity:
+        depth = np.where(valid, 1.0 / np.maximum(raw, 1e-6), 0.0)
+    else:
+        valid &= raw < np.iinfo(np.uint16).max  # saturated sensor readings are unknown too
+        depth = np.where(valid, raw, 0.0)
+    far = depth[valid].max() if valid.any() else 1.0
+    depth = np.where(valid, depth, far) / far
+    return torch.from_numpy(depth.astype(np.float32))[None, None]
+
+
+def synthesize_haze(
+    clear: Tensor, depth: Tensor, beta: float, airlight: Sequence[float] | Tensor
+) -> tuple[Tensor, Tensor]:
+    """Render haze on ``clear`` (1 x 3 x H x W) from relative ``depth``; returns (hazy, transmission)."""
+    if depth.shape[-2:] != clear.shape[-2:]:
+        depth = F.interpolate(depth, size=clear.shape[-2:], mode="bilinear", align_corners=False)
+    t = torch.exp(-beta * depth)
+    return add_haze(clear, t, torch.as_tensor(airlight, dtype=clear.dtype)), t
+
+
+# --- in-memory training data with deterministic crops ----------------------------------------
+
+
+class PairBank:
+    """Images held in memory as uint8 (hazy, clear) pairs; the source of training crops.
+
+    Real pairs are loaded once. For each clear + depth sample, ``synthetic_per_sample`` hazy
+    versions are rendered with beta ~ U(beta_range) and a grey-ish airlight ~ U(airlight_range)
+    (with a +-5 % tint per channel), drawn from ``seed``, so a given seed always gives the same set.
+    """
+
+    def __init__(
+        self,
+        pairs: Iterable[Pair] = (),
+        depth_samples: Iterable[DepthSample] = (),
+        synthetic_per_sample: int = 8,
+        beta_range: tuple[float, float] = (0.5, 2.5),
+        airlight_range: tuple[float, float] = (0.7, 1.0),
+        seed: int = 0,
+        max_side: int | None = None,
+    ) -> None:
+        self.names: list[str] = []
+        self.hazy: list[Tensor] = []
+        self.clear: list[Tensor] = []
+        for p in pairs:
+            h, c = load_pair(p)
+            self._add(p.name, h, c, max_side)
+        gen = torch.Generator().manual_seed(seed)
+        for s in depth_samples:
+            clear = read_image(s.clear).rgb
+            depth = read_depth(s)
+            for k in range(synthetic_per_sample):
+                u = torch.rand(5, generator=gen)
+                beta = beta_range[0] + (beta_range[1] - beta_range[0]) * u[0].item()
+                level = airlight_range[0] + (airlight_range[1] - airlight_range[0]) * u[1].item()
+                tint = 1.0 + 0.1 * (u[2:5] - 0.5)
+                a = (level * tint).clamp(0.0, 1.0)
+                hazy, _ = synthesize_haze(clear, depth, beta, a)
+                self._add(f"{s.clear.stem}_syn{k}", hazy, clear, max_side)
+        if not self.names:
+            raise ValueError("no training images: give at least one dataset folder")
+
+    def _add(self, name: str, hazy: Tensor, clear: Tensor, max_side: int | None) -> None:
+        if max_side is not None and max(hazy.shape[-2:]) > max_side:
+            s = max_side / max(hazy.shape[-2:])
+            size = (round(hazy.shape[-2] * s), round(hazy.shape[-1] * s))
+            hazy = F.interpolate(hazy, size=size, mode="bilinear", antialias=True, align_corners=False)
+            clear = F.interpolate(clear, size=size, mode="bilinear", antialias=True, align_corners=False)
+        self.names.append(name)
+        self.hazy.append(_to_uint8(hazy))
+        self.clear.append(_to_uint8(clear))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def split(self, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+        """Indices (train, val): whole scenes go to one side (a RESIDE scene id, a synthetic source)."""
+        groups: dict[str, list[int]] = {}
+        for i, n in enumerate(self.names):
+            groups.setdefault(n.split("_", 1)[0], []).append(i)
+        keys = sorted(groups)
+        order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
+        n_val = int(round(val_fraction * len(keys))) if val_fraction > 0 else 0
+        if val_fraction > 0 and len(keys) > 1:
+            n_val = min(max(n_val, 1), len(keys) - 1)
+        val_keys = {keys[i] for i in order[:n_val]}
+        train = [i for k in keys if k not in val_keys for i in groups[k]]
+        val = [i for k in keys if k in val_keys for i in groups[k]]
+        return train, val
+
+    def full(self, index: int) -> tuple[Tensor, Tensor]:
+        """Whole image ``index`` as float tensors (1 x 3 x H x W)."""
+        return _to_float(self.hazy[index]), _to_float(self.clear[index])
+
+
+def _to_uint8(x: Tensor) -> Tensor:
+    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).squeeze(0)
+
+
+def _to_float(x: Tensor) -> Tensor:
+    return x.float().div(255.0).unsqueeze(0)
+
+
+class CropSampler:
+    """Deterministic random crops: batch ``step`` depends only on (seed, step, rank).
+
+    That makes a resumed run draw exactly the batches of an uninterrupted one, with no sampler
+    state to save, and gives each DDP rank its own data.
+
+    Augmentation: random scale in ``scale_range`` (images smaller than the crop are enlarged to fit),
+    horizontal flip, random crop of ``crop`` x ``crop``.
+    """
+
+    def __init__(
+        self,
+        bank: PairBank,
+        indices: Sequence[int],
+        crop: int,
+        batch_size: int,
+        seed: int = 0,
+        scale_range: tuple[float, float] = (1.0, 1.0),
+        flip: bool = True,
+    ) -> None:
+        if not indices:
+            raise ValueError("no training images after the validation split")
+        self.bank, self.indices = bank, list(indices)
+        self.crop, self.batch_size, self.seed = crop, batch_size, seed
+        self.scale_range, self.flip = scale_range, flip
+
+    def batch(self, step: int, rank: int = 0) -> dict[str, Tensor]:
+        gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1009 + rank) % 2**63)
+        hazy, clear = [], []
+        for _ in range(self.batch_size):
+            i = self.indices[int(torch.randint(len(self.indices), (1,), generator=gen))]
+            h, c = self._crop(_to_float(self.bank.hazy[i]), _to_float(self.bank.clear[i]), gen)
+            hazy.append(h)
+            clear.append(c)
+        return {"hazy": torch.cat(hazy), "clear": torch.cat(clear)}
+
+    def _crop(self, hazy: Tensor, clear: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        u = torch.rand(4, generator=gen).tolist()
+        lo, hi = self.scale_range
+        s = lo + (hi - lo) * u[0]
+        h, w = hazy.shape[-2:]
+        s = max(s, self.crop / min(h, w))  # enlarge images smaller than the crop
+        if abs(s - 1.0) > 1e-6:
+            size = (max(self.crop, math.ceil(h * s)), max(self.crop, math.ceil(w * s)))
+            both = F.interpolate(
+                torch.cat([hazy, clear]), size=size, mode="bilinear", align_corners=False,
+                antialias=s < 1,
+            ).clamp(0, 1)
+            hazy, clear = both[:1], both[1:]
+            h, w = size
+        top = int(u[1] * (h - self.crop + 1))
+        left = int(u[2] * (w - self.crop + 1))
+        hazy = hazy[..., top : top + self.crop, left : left + self.crop]
+        clear = clear[..., top : top + self.crop, left : left + self.crop]
+        if self.flip and u[3] < 0.5:
+            hazy, clear = hazy.flip(-1), clear.flip(-1)
+        return hazy, clear

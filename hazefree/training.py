@@ -1,0 +1,554 @@
+"""One training loop for every model: configuration, objectives, checkpoints, logging, DDP.
+
+* Configuration is a dataclass tree (:class:`TrainConfig`) loaded from YAML (``yaml.safe_load``,
+  never evaluated) and overridable key by key on the command line (``--set optim.lr=2e-4``).
+* An *objective* owns what one optimisation step means: :class:`SupervisedObjective` (one network,
+  a per-sample loss) or :class:`Pix2PixObjective` (Guided-Pix2Pix: L1 + conditional PatchGAN,
+  Ma et al. 2021 eqs. 43-44). Losses are computed per sample (shape N) and reduced only by the
+  objective's step, so a bi-level reweighting trainer (BILD) can weight them.
+* :class:`Trainer` owns the loop: batches, learning-rate schedule, validation, atomic checkpoints
+  (safetensors weights + optimiser/scheduler/step/RNG state), resume, the best checkpoint by
+  validation PSNR, tqdm and TensorBoard, and DistributedDataParallel under ``torchrun``.
+
+Determinism: batch ``k`` depends only on (seed, k, rank) (see :class:`hazefree.data.CropSampler`)
+and the global torch RNG (dropout) is checkpointed, so on CPU a resumed run reproduces an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch import Tensor, nn
+
+from . import models
+from .data import CropSampler, PairBank, find_depth_samples, find_pairs
+from .models.weights import atomic_write, load_state_strict, load_weights, save_weights
+
+__all__ = [
+    "DataConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "load_config",
+    "apply_overrides",
+    "SupervisedObjective",
+    "Pix2PixObjective",
+    "Trainer",
+    "train",
+    "add_train_parser",
+]
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """Training data. ``paired``: benchmark folders (any layout :func:`find_pairs` knows);
+    ``synthetic``: clear + depth folders rendered with random haze."""
+
+    paired: list[str] = field(default_factory=list)
+    synthetic: list[str] = field(default_factory=list)
+    synthetic_per_sample: int = 8
+    pair_pattern: str | None = None
+    val_fraction: float = 0.1
+    crop: int = 256
+    scale_range: tuple[float, float] = (0.5, 1.0)
+    max_side: int | None = 1024
+    val_max_images: int = 16
+
+
+@dataclass
+class OptimConfig:
+    """Adam with a step decay (Ma et al.: lr 1e-4, betas (0.5, 0.999), x0.9 every 100 steps)."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    lr_decay: float = 0.9
+    lr_decay_every: int = 100
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved as ``config.yaml`` in the run folder."""
+
+    model: str = "guided-pix2pix"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    objective: str = "pix2pix"  # "pix2pix" (L1 + PatchGAN) or "supervised"
+    loss: str = "l1"  # per-sample reconstruction loss: "l1" or "mse"
+    lambda_l1: float = 100.0
+    ndf: int = 64
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 8
+    steps: int = 1000
+    seed: int = 0
+    val_every: int = 250
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    image_every: int = 500
+    threads: int | None = None
+    out: str = "runs/guided-pix2pix"
+
+
+# Per-model defaults, applied before the YAML file and the command line.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "guided-pix2pix": {"objective": "pix2pix", "ndf": 32},
+    "guided-pix2pix-paper": {"objective": "pix2pix", "ndf": 64, "data": {"crop": 512}},
+}
+
+
+def _from_dict(cls, values: Mapping[str, Any]):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}; known: {', '.join(names)}")
+    kwargs = {}
+    for k, v in values.items():
+        default = getattr(cls(), k)
+        if dataclasses.is_dataclass(default):
+            v = _from_dict(type(default), v or {})
+        elif isinstance(default, tuple) and isinstance(v, list):
+            v = tuple(float(x) if isinstance(x, str) else x for x in v)
+        elif isinstance(default, float) and isinstance(v, (int, str)) and not isinstance(v, bool):
+            v = _number(v, float, f"{cls.__name__}.{k}")  # YAML 1.1 reads "3e-4" as a string
+        elif isinstance(default, int) and not isinstance(default, bool) and isinstance(v, str):
+            v = _number(v, int, f"{cls.__name__}.{k}")
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def _number(value, kind, key: str):
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{key} must be a number, got {value!r}") from None
+
+
+def _merge(base: dict, update: Mapping) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, model: str | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Config from defaults < per-model defaults < YAML file < ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: cannot read config ({str(exc).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config must be a YAML mapping")
+        values = loaded
+    name = model or values.get("model") or TrainConfig.model
+    values = _merge(_merge({"model": name}, MODEL_DEFAULTS.get(name, {})), values)
+    if model:
+        values["model"] = model
+    values = apply_overrides(values, overrides)
+    return _from_dict(TrainConfig, values)
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=value`` strings; values are parsed as YAML scalars/lists (safe_load)."""
+    out = json.loads(json.dumps(values))
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+# --- objectives -----------------------------------------------------------------------------
+
+
+def per_sample_loss(pred: Tensor, target: Tensor, kind: str = "l1") -> Tensor:
+    """Reconstruction loss per sample (shape N): mean absolute (L1, eq. 43) or squared error."""
+    diff = pred - target
+    if kind == "l1":
+        return diff.abs().flatten(1).mean(1)
+    if kind == "mse":
+        return diff.pow(2).flatten(1).mean(1)
+    raise ValueError(f"unknown loss {kind!r}; choose l1 or mse")
+
+
+class Objective(Protocol):
+    """What the trainer needs from a training method."""
+
+    def networks(self) -> dict[str, nn.Module]: ...
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
+
+    def step(self, batch: dict[str, Tensor]) -> dict[str, float]: ...
+
+    def generator(self) -> nn.Module: ...
+
+
+def _adam(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+class SupervisedObjective:
+    """One network trained on a per-sample reconstruction loss of its clear output."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, wrap=lambda m: m) -> None:
+        self.model, self.train_model, self.kind = model, wrap(model), cfg.loss
+        self._opt = {"model": _adam(model.parameters(), cfg.optim)}
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self._opt
+
+    def generator(self) -> nn.Module:
+        return self.model
+
+    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-sample losses (each of shape N)."""
+        out = self.train_model(batch["hazy"])
+        return {"loss": per_sample_loss(out.clear, batch["clear"], self.kind)}
+
+    def step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        losses = self.losses(batch)
+        opt = self._opt["model"]
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].mean().backward()
+        opt.step()
+        return {k: v.mean().item() for k, v in losses.items()}
+
+
+def _bce_per_sample(logits: Tensor, real: bool) -> Tensor:
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
+
+
+class Pix2PixObjective:
+    """Conditional GAN + L1 (Ma et al. 2021, eqs. 43-44; Isola et al. 2017).
+
+    D step: BCE(D(I, J), 1) + BCE(D(I, G(I)), 0), halved, with G(I) detached.
+    G step: BCE(D(I, G(I)), 1) + lambda * L1(G(I), J), with D frozen.
+    """
+
+    def __init__(self, generator: nn.Module, cfg: TrainConfig, wrap=lambda m: m) -> None:
+        self.g = generator
+        self.d = models.PatchDiscriminator(ndf=cfg.ndf)
+        self.g_train, self.d_train = wrap(self.g), wrap(self.d)
+        self.lambda_l1, self.kind = cfg.lambda_l1, cfg.loss
+        self._opt = {"generator": _adam(self.g.parameters(), cfg.optim),
+                     "discriminator": _adam(self.d.parameters(), cfg.optim)}
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"generator": self.g, "discriminator": self.d}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self._opt
+
+    def generator(self) -> nn.Module:
+        return self.g
+
+    def step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        hazy, clear = batch["hazy"], batch["clear"]
+        fake = self.g_train(hazy).clear
+
+        self.d.requires_grad_(True)
+        # real and fake in one forward: DDP expects one forward per backward, and InstanceNorm
+        # keeps the two halves independent
+        n = hazy.shape[0]
+        logits = self.d_train(torch.cat([hazy, hazy]), torch.cat([clear, fake.detach()]))
+        loss_d = 0.5 * (_bce_per_sample(logits[:n], True) + _bce_per_sample(logits[n:], False))
+        opt_d = self._opt["discriminator"]
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.mean().backward()
+        opt_d.step()
+
+        # D frozen; its plain module is used so that DDP does not wait for gradients it never gets.
+        self.d.requires_grad_(False)
+        loss_gan = _bce_per_sample(self.d(hazy, fake), True)
+        loss_l1 = per_sample_loss(fake, clear, self.kind)
+        loss_g = loss_gan + self.lambda_l1 * loss_l1
+        opt_g = self._opt["generator"]
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.mean().backward()
+        opt_g.step()
+        self.d.requires_grad_(True)
+        return {"loss_d": loss_d.mean().item(), "loss_g_gan": loss_gan.mean().item(),
+                "loss_g_l1": loss_l1.mean().item(), "loss_g": loss_g.mean().item()}
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """The training loop shared by every model. See the module docstring."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
+        self.cfg, self.progress = cfg, progress
+        self.rank, self.world = _dist_info()
+        self.out = Path(cfg.out)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.model = models.create(cfg.model, **cfg.model_options)
+        wrap = self._ddp if self.world > 1 else (lambda m: m)
+        if cfg.objective == "pix2pix":
+            self.objective: Objective = Pix2PixObjective(self.model, cfg, wrap)
+        elif cfg.objective == "supervised":
+            self.objective = SupervisedObjective(self.model, cfg, wrap)
+        else:
+            raise ValueError(f"unknown objective {cfg.objective!r}; choose pix2pix or supervised")
+        self.schedulers = {
+            k: torch.optim.lr_scheduler.StepLR(o, cfg.optim.lr_decay_every, cfg.optim.lr_decay)
+            for k, o in self.objective.optimizers().items()
+        }
+        self.bank = self._load_data()
+        train_idx, self.val_idx = self.bank.split(cfg.data.val_fraction, cfg.seed)
+        self.val_idx = self.val_idx[: cfg.data.val_max_images]
+        self.sampler = CropSampler(self.bank, train_idx, cfg.data.crop, cfg.batch_size, cfg.seed,
+                                   tuple(cfg.data.scale_range))
+        self.step = 0
+        self.best_psnr = float("-inf")
+        if resume:
+            self._resume()
+
+    @staticmethod
+    def _ddp(module: nn.Module) -> nn.Module:
+        return nn.parallel.DistributedDataParallel(module)
+
+    def _load_data(self) -> PairBank:
+        d = self.cfg.data
+        pairs = [p for root in d.paired for p in find_pairs(root, d.pair_pattern).pairs]
+        depth = [s for root in d.synthetic for s in find_depth_samples(root)]
+        return PairBank(pairs, depth, d.synthetic_per_sample, seed=self.cfg.seed, max_side=d.max_side)
+
+    # checkpoints: RUN/checkpoints/step_000123/{<network>.safetensors, state.pt}
+    def _ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def _save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        final = self._ckpt_dir() / f"step_{self.step:07d}"
+        tmp = self._ckpt_dir() / f".tmp_step_{self.step:07d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, net in self.objective.networks().items():
+            save_weights(net, tmp / f"{name}.safetensors", model_name=self.cfg.model if net is self.model else None,
+                         options=self.cfg.model_options if net is self.model else None)
+        state = {
+            "step": self.step,
+            "best_psnr": self.best_psnr,
+            "optimizers": {k: o.state_dict() for k, o in self.objective.optimizers().items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "torch_rng": torch.get_rng_state(),
+        }
+        torch.save(state, tmp / "state.pt")
+        for f in tmp.iterdir():
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # a directory rename is atomic: a checkpoint is complete or absent
+        for old in self._checkpoints()[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _checkpoints(self) -> list[Path]:
+        if not self._ckpt_dir().is_dir():
+            return []
+        return sorted(p for p in self._ckpt_dir().glob("step_*") if (p / "state.pt").is_file())
+
+    def _resume(self) -> None:
+        ckpts = self._checkpoints()
+        if not ckpts:
+            if self.rank == 0:
+                print(f"no checkpoint in {self._ckpt_dir()}; starting from step 0", file=sys.stderr)
+            return
+        last = ckpts[-1]
+        for name, net in self.objective.networks().items():
+            state, _ = load_weights(last / f"{name}.safetensors")
+            load_state_strict(net, state, last / f"{name}.safetensors")
+        state = torch.load(last / "state.pt", map_location="cpu", weights_only=True)
+        for k, o in self.objective.optimizers().items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.best_psnr = int(state["step"]), float(state["best_psnr"])
+        if self.rank == 0:
+            print(f"resumed from {last} (step {self.step})", file=sys.stderr)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean PSNR/SSIM of the generator on the held-out whole images (eval mode, clipped)."""
+        from .metrics import psnr, ssim
+
+        if not self.val_idx:
+            return {}
+        g = self.objective.generator()
+        was_training = g.training
+        g.eval()
+        ps, ss = [], []
+        for i in self.val_idx:
+            hazy, clear = self.bank.full(i)
+            pred = g(hazy).clear
+            ps.append(psnr(pred, clear).item())
+            ss.append(ssim(pred, clear).item())
+        g.train(was_training)
+        return {"val_psnr": sum(ps) / len(ps), "val_ssim": sum(ss) / len(ss)}
+
+    def _save_best(self, metrics: dict[str, float]) -> None:
+        if self.rank != 0 or metrics.get("val_psnr", float("-inf")) <= self.best_psnr:
+            return
+        self.best_psnr = metrics["val_psnr"]
+        save_weights(self.model, self.out / "best.safetensors", model_name=self.cfg.model,
+                     options=self.cfg.model_options, extra={"step": str(self.step), **{k: f"{v:.4f}" for k, v in metrics.items()}})
+        atomic_write(self.out / "best.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps({"step": self.step, **metrics}, indent=2)))
+
+    def fit(self) -> dict[str, float]:
+        """Train until ``cfg.steps``; returns the last logged losses and metrics."""
+        cfg = self.cfg
+        writer = None
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.out / "config.yaml",
+                         lambda tmp: Path(tmp).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False)))
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step)
+        bar = None
+        if self.rank == 0 and self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.model}", dynamic_ncols=True)
+        self.model.train()
+        last: dict[str, float] = {}
+        t0 = time.time()
+        while self.step < cfg.steps:
+            batch = self.sampler.batch(self.step, self.rank)
+            losses = self.objective.step(batch)
+            for s in self.schedulers.values():
+                s.step()
+            self.step += 1
+            last = dict(losses)
+            if writer is not None and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                for k, v in losses.items():
+                    writer.add_scalar(f"train/{k}", v, self.step)
+                lr = next(iter(self.objective.optimizers().values())).param_groups[0]["lr"]
+                writer.add_scalar("train/lr", lr, self.step)
+                writer.add_scalar("train/steps_per_second", self.step / max(time.time() - t0, 1e-9), self.step)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()})
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                metrics = self.validate() if self.rank == 0 else {}
+                last.update(metrics)
+                if writer is not None:
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"val/{k[4:]}", v, self.step)
+                self._save_best(metrics)
+            if writer is not None and (self.step % cfg.image_every == 0 or self.step == cfg.steps):
+                self._log_images(writer, batch)
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self._save_checkpoint()
+                if self.world > 1:
+                    dist.barrier()
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+        return last
+
+    @torch.no_grad()
+    def _log_images(self, writer, batch: dict[str, Tensor]) -> None:
+        g = self.objective.generator()
+        g.eval()
+        hazy, clear = batch["hazy"][:2], batch["clear"][:2]
+        pred = g(hazy).clear
+        g.train()
+        grid = torch.cat([torch.cat([h, p, c], dim=-1) for h, p, c in zip(hazy, pred, clear)], dim=-2)
+        writer.add_image("samples/hazy_pred_clear", grid.clamp(0, 1), self.step)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, float]:
+    """Run a training job; under ``torchrun`` it joins the process group (gloo on CPU, NCCL on GPU)."""
+    started = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        started = True
+    try:
+        return Trainer(cfg, resume=resume, progress=progress).fit()
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def add_train_parser(subparsers) -> None:
+    """Register ``hazefree train`` on an argparse sub-parser collection."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a registry model",
+        description="Train MODEL; values come from the model's defaults, then --config, then the flags.",
+    )
+    p.add_argument("model", help="registry name, e.g. guided-pix2pix")
+    p.add_argument("--config", help="YAML file mapped onto hazefree.training.TrainConfig")
+    p.add_argument("--data", nargs="+", help="paired dataset folder(s) (replaces data.paired)")
+    p.add_argument("--synthetic", nargs="+", help="clear+depth folder(s) (replaces data.synthetic)")
+    p.add_argument("--steps", type=int, help="total number of optimisation steps")
+    p.add_argument("--out", help="run folder (checkpoints, best.safetensors, tensorboard/)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set optim.lr=2e-4 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    for key, value in (("steps", args.steps), ("out", args.out)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    for key, value in (("data.paired", args.data), ("data.synthetic", args.synthetic)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    if args.model not in models.MODELS:
+        raise ValueError(f"unknown model {args.model!r}; available: {', '.join(models.available())}")
+    cfg = load_config(args.config, args.model, overrides)
+    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"step": cfg.steps, **{k: round(v, 5) for k, v in result.items()}}))
+    return 0

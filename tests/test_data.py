@@ -1,0 +1,213 @@
+"""Dataset pairing rules, synthetic haze and deterministic crops."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hazefree.data import (
+    CropSampler,
+    PairBank,
+    find_depth_samples,
+    find_pairs,
+    load_pair,
+    read_depth,
+    synthesize_haze,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not available")
+
+
+def _img(path: Path, size=(24, 16), value: int | None = None, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    arr = np.full((h, w, 3), value, np.uint8) if value is not None else rng.integers(0, 256, (h, w, 3), np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _names(pairset):
+    return sorted((p.hazy.name, p.clear.name) for p in pairset.pairs)
+
+
+class TestFindPairs:
+    def test_same_name(self, tmp_path):
+        for n in ("a.png", "b.png"):
+            _img(tmp_path / "hazy" / n)
+            _img(tmp_path / "clear" / n)
+        assert _names(find_pairs(tmp_path)) == [("a.png", "a.png"), ("b.png", "b.png")]
+
+    def test_reside_names(self, tmp_path):
+        _img(tmp_path / "hazy" / "1410_3.png")
+        _img(tmp_path / "hazy" / "1410_7.png")
+        _img(tmp_path / "hazy" / "0001_0.8_0.2.jpg")
+        _img(tmp_path / "GT" / "1410.png")
+        _img(tmp_path / "GT" / "0001.png")
+        assert _names(find_pairs(tmp_path)) == [
+            ("0001_0.8_0.2.jpg", "0001.png"),
+            ("1410_3.png", "1410.png"),
+            ("1410_7.png", "1410.png"),
+        ]
+
+    def test_ohaze_and_nhhaze_names(self, tmp_path):
+        _img(tmp_path / "hazy" / "35_outdoor_hazy.jpg")
+        _img(tmp_path / "GT" / "35_outdoor_GT.jpg")
+        _img(tmp_path / "hazy" / "01_hazy.png")
+        _img(tmp_path / "GT" / "01_GT.png")
+        assert _names(find_pairs(tmp_path)) == [("01_hazy.png", "01_GT.png"), ("35_outdoor_hazy.jpg", "35_outdoor_GT.jpg")]
+
+    def test_flat_ntire_folder(self, tmp_path):
+        _img(tmp_path / "05_indoor_hazy.jpg")
+        _img(tmp_path / "05_indoor_GT.jpg")
+        _img(tmp_path / "51_hazy.png")
+        _img(tmp_path / "51_GT.png")
+        assert _names(find_pairs(tmp_path)) == [("05_indoor_hazy.jpg", "05_indoor_GT.jpg"), ("51_hazy.png", "51_GT.png")]
+
+    def test_rice_cloud_label(self, tmp_path):
+        _img(tmp_path / "cloud" / "7.png")
+        _img(tmp_path / "label" / "7.png")
+        assert _names(find_pairs(tmp_path)) == [("7.png", "7.png")]
+
+    def test_user_pattern(self, tmp_path):
+        _img(tmp_path / "hazy" / "scene12-fog-heavy.png")
+        _img(tmp_path / "clear" / "scene12.png")
+        with pytest.raises(ValueError, match="no hazy/clear pairs"):
+            find_pairs(tmp_path, warn=False)
+        got = find_pairs(tmp_path, pattern=r"(?P<key>scene\d+)-.*")
+        assert _names(got) == [("scene12-fog-heavy.png", "scene12.png")]
+
+    def test_unmatched_is_reported(self, tmp_path):
+        _img(tmp_path / "hazy" / "a.png")
+        _img(tmp_path / "hazy" / "orphan.png")
+        _img(tmp_path / "clear" / "a.png")
+        with pytest.warns(UserWarning, match="1 hazy image.*orphan.png"):
+            ps = find_pairs(tmp_path)
+        assert [p.name for p in ps.unmatched] == ["orphan.png"]
+        assert len(ps) == 1
+
+    def test_no_pairs_message(self, tmp_path):
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(ValueError, match="no hazy/clear pairs found"):
+            find_pairs(tmp_path / "empty")
+        with pytest.raises(ValueError, match="not a folder"):
+            find_pairs(tmp_path / "missing")
+
+    def test_mismatched_sizes_centre_cropped(self, tmp_path):
+        # official SOTS-indoor: GT 640x480 around a 620x460 hazy image (10 px border)
+        gt = np.random.default_rng(1).integers(0, 256, (48, 64, 3), np.uint8)
+        (tmp_path / "clear").mkdir()
+        (tmp_path / "hazy").mkdir()
+        Image.fromarray(gt).save(tmp_path / "clear" / "1400.png")
+        Image.fromarray(gt[5:-5, 5:-5]).save(tmp_path / "hazy" / "1400_1.png")
+        pair = find_pairs(tmp_path).pairs[0]
+        with pytest.warns(UserWarning, match="centre-cropped"):
+            hazy, clear = load_pair(pair)
+        assert hazy.shape == clear.shape == (1, 3, 38, 54)
+        assert torch.equal(hazy, clear)
+
+    @needs_shared
+    def test_real_layouts(self):
+        assert len(find_pairs(SHARED / "train" / "sots_indoor")) == 90
+        assert len(find_pairs(SHARED / "train" / "rice1")) == 50
+        assert len(find_pairs(SHARED / "sots_indoor")) == 10
+        assert len(find_pairs(SHARED / "ohaze")) == 2
+        assert len(find_pairs(SHARED / "sots_outdoor")) == 5
+
+
+class TestSyntheticHaze:
+    def _depth_set(self, root: Path, bits: int) -> Path:
+        _img(root / "clear" / "s.png", size=(20, 10))
+        (root / "depth").mkdir(parents=True)
+        x = np.tile(np.arange(20), (10, 1))
+        if bits == 8:
+            disp = (200 - 8 * x).astype(np.uint8)  # near on the left
+            disp[0, 0] = 0  # unknown
+            Image.fromarray(disp).save(root / "depth" / "s.png")
+        else:
+            import cv2
+
+            depth = (500 + 100 * x).astype(np.uint16)
+            depth[0, 0] = 0
+            cv2.imwrite(str(root / "depth" / "s.png"), depth)
+        return root
+
+    @pytest.mark.parametrize("bits", [8, 16])
+    def test_depth_is_relative_and_increasing(self, tmp_path, bits):
+        sample = find_depth_samples(self._depth_set(tmp_path, bits))[0]
+        assert sample.disparity == (bits == 8)
+        d = read_depth(sample)[0, 0]
+        assert d.shape == (10, 20)
+        assert d.max().item() == pytest.approx(1.0)
+        assert d[0, 0].item() == pytest.approx(1.0)  # unknown -> farthest
+        row = d[5]
+        assert torch.all(row[1:] >= row[:-1])
+
+    def test_haze_follows_the_model(self):
+        clear = torch.rand(1, 3, 8, 8)
+        depth = torch.linspace(0, 1, 64).view(1, 1, 8, 8)
+        hazy, t = synthesize_haze(clear, depth, beta=1.5, airlight=(0.9, 0.9, 0.9))
+        assert torch.allclose(hazy, clear * t + 0.9 * (1 - t), atol=1e-6)
+        assert t[0, 0, 0, 0].item() == pytest.approx(1.0)
+        assert t[0, 0, -1, -1].item() == pytest.approx(np.exp(-1.5), rel=1e-5)
+
+
+class TestSampler:
+    def _bank(self, tmp_path, n=3, size=(40, 30)):
+        for i in range(n):
+            _img(tmp_path / "hazy" / f"{i}.png", size=size, seed=i)
+            _img(tmp_path / "clear" / f"{i}.png", size=size, seed=100 + i)
+        return PairBank(find_pairs(tmp_path).pairs)
+
+    def test_deterministic_by_step(self, tmp_path):
+        bank = self._bank(tmp_path)
+        s = CropSampler(bank, range(len(bank)), crop=16, batch_size=4, seed=3, scale_range=(0.6, 1.0))
+        a, b, c = s.batch(5), s.batch(5), s.batch(6)
+        assert torch.equal(a["hazy"], b["hazy"]) and torch.equal(a["clear"], b["clear"])
+        assert not torch.equal(a["hazy"], c["hazy"])
+        assert not torch.equal(s.batch(5, rank=1)["hazy"], a["hazy"])
+        assert a["hazy"].shape == (4, 3, 16, 16)
+
+    def test_pairs_stay_aligned(self, tmp_path):
+        # hazy == clear: any misalignment between the two crops would show as a difference
+        for i in range(2):
+            p = _img(tmp_path / "hazy" / f"{i}.png", size=(50, 37), seed=i)
+            (tmp_path / "clear").mkdir(exist_ok=True)
+            (tmp_path / "clear" / p.name).write_bytes(p.read_bytes())
+        bank = PairBank(find_pairs(tmp_path).pairs)
+        s = CropSampler(bank, [0, 1], crop=24, batch_size=6, seed=0, scale_range=(0.5, 1.0))
+        for step in range(4):
+            b = s.batch(step)
+            assert torch.equal(b["hazy"], b["clear"])
+
+    def test_small_images_are_enlarged(self, tmp_path):
+        bank = self._bank(tmp_path, n=1, size=(12, 10))
+        b = CropSampler(bank, [0], crop=32, batch_size=2).batch(0)
+        assert b["hazy"].shape == (2, 3, 32, 32)
+
+    def test_split_keeps_scenes_together(self, tmp_path):
+        for scene in range(6):
+            for k in range(3):
+                _img(tmp_path / "hazy" / f"{1400 + scene}_{k}.png", seed=scene * 10 + k)
+            _img(tmp_path / "clear" / f"{1400 + scene}.png", seed=99)
+        bank = PairBank(find_pairs(tmp_path).pairs)
+        train, val = bank.split(0.34, seed=0)
+        assert len(train) + len(val) == 18 and val
+        scenes = lambda idx: {bank.names[i].split("_")[0] for i in idx}  # noqa: E731
+        assert not scenes(train) & scenes(val)
+        assert bank.split(0.34, seed=0) == (train, val)
+
+    def test_synthetic_samples_in_bank(self, tmp_path):
+        TestSyntheticHaze()._depth_set(tmp_path / "depthset", 8)
+        bank = PairBank(depth_samples=find_depth_samples(tmp_path / "depthset"), synthetic_per_sample=3, seed=1)
+        assert len(bank) == 3
+        hazy0, clear0 = bank.full(0)
+        assert not torch.equal(hazy0, clear0)
+        again = PairBank(depth_samples=find_depth_samples(tmp_path / "depthset"), synthetic_per_sample=3, seed=1)
+        assert torch.equal(again.hazy[2], bank.hazy[2])

@@ -1,0 +1,144 @@
+"""Model registry, Guided-Pix2Pix shapes and outputs, weight files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from hazefree import models
+from hazefree.models import CheckpointError, DehazeOutput
+from hazefree.models.guided_pix2pix import PatchDiscriminator, UNetGenerator
+from hazefree.ops import guided_filter, rgb_to_gray
+
+TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None}
+
+
+class TestRegistry:
+    def test_available_and_create(self):
+        names = models.available()
+        assert {"dcp", "guided-pix2pix", "guided-pix2pix-paper"} <= set(names)
+        assert models.available("guided-*") == ["guided-pix2pix", "guided-pix2pix-paper"]
+        assert isinstance(models.create("dcp"), models.DarkChannelPrior)
+
+    def test_unknown_name_lists_known(self):
+        with pytest.raises(KeyError, match="available: .*guided-pix2pix"):
+            models.create("no-such-model")
+
+    def test_none_options_keep_defaults(self):
+        net = models.create("guided-pix2pix", radius=None, eps=1e-3)
+        assert net.radius == 30 and net.eps == 1e-3
+
+    def test_duplicate_registration_rejected(self):
+        with pytest.raises(ValueError, match="already registered"):
+            models.MODELS.register("dcp", models.DarkChannelPrior)
+
+    def test_parameter_counts(self):
+        # Reported in the README. The paper preset is Pix2Pix's unet_256 generator with one
+        # output channel (the transmission).
+        assert models.count_parameters(models.create("guided-pix2pix")) == 2_615_649
+        assert models.count_parameters(models.create("guided-pix2pix-paper")) == 54_405_505
+        assert models.count_parameters(PatchDiscriminator(ndf=64)) == 2_767_809
+        assert models.count_parameters(models.create("dcp")) == 0
+
+
+class TestGuidedPix2Pix:
+    @pytest.mark.parametrize("size", [(1, 1), (7, 13), (64, 64), (45, 100)])
+    def test_shapes_any_size(self, size):
+        net = models.create("guided-pix2pix", **TINY).eval()
+        x = torch.rand(2, 3, *size)
+        out = net(x)
+        assert isinstance(out, DehazeOutput)
+        assert out.clear.shape == x.shape
+        assert out.transmission.shape == (2, 1, *size)
+        assert out.coarse_transmission.shape == (2, 1, *size)
+        assert out.airlight.shape == (2, 3, 1, 1)
+        assert torch.isfinite(out.clear).all() and 0 <= out.clear.min() and out.clear.max() <= 1
+
+    def test_forward_is_the_scattering_model(self):
+        torch.manual_seed(0)
+        net = models.create("guided-pix2pix", **TINY).eval()
+        x = torch.rand(1, 3, 32, 32) * 0.8 + 0.1
+        out = net(x)
+        t = guided_filter(rgb_to_gray(x), out.coarse_transmission, 4, 1e-3).clamp(net.t_min, 1)
+        torch.testing.assert_close(out.transmission, t)
+        expected = ((x - out.airlight) / t + out.airlight).clamp(0, 1)  # eq. 42, clipped in eval
+        torch.testing.assert_close(out.clear, expected)
+        assert ((out.transmission >= net.t_min) & (out.transmission <= 1)).all()
+
+    def test_training_mode_keeps_gradients_beyond_range(self):
+        net = models.create("guided-pix2pix", **TINY).train()
+        x = torch.rand(2, 3, 32, 32)
+        out = net(x)
+        out.clear.sum().backward()
+        grads = [p.grad for p in net.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert any(g.abs().sum() > 0 for g in grads)
+
+    def test_work_size_uses_fast_guided_filter(self):
+        torch.manual_seed(0)
+        net = models.create("guided-pix2pix", **{**TINY, "work_size": 32}).eval()
+        x = torch.rand(1, 3, 96, 64)
+        out = net(x)
+        assert out.coarse_transmission.shape == (1, 1, 32, 21)  # longer side at the working size
+        assert out.transmission.shape == (1, 1, 96, 64) and out.clear.shape == x.shape
+
+    def test_functional_call_matches_module(self):
+        net = models.create("guided-pix2pix", **TINY).eval()
+        params = {k: v.detach().clone() for k, v in net.named_parameters()}
+        x = torch.rand(1, 3, 16, 16)
+        got = torch.func.functional_call(net, params, (x,))
+        torch.testing.assert_close(got.clear, net(x).clear)
+
+    def test_unet_and_discriminator_shapes(self):
+        g = UNetGenerator(3, 1, ngf=4, num_downs=4)
+        assert g(torch.rand(1, 3, 50, 30)).shape == (1, 1, 50, 30)
+        d = PatchDiscriminator(ndf=4)
+        assert d(torch.rand(2, 3, 256, 256), torch.rand(2, 3, 256, 256)).shape == (2, 1, 30, 30)
+
+
+class TestWeightFiles:
+    def test_round_trip_with_metadata(self, tmp_path):
+        net = models.create("guided-pix2pix", **TINY)
+        models.save_weights(net, tmp_path / "w.safetensors", "guided-pix2pix", TINY)
+        back = models.load_file(tmp_path / "w.safetensors")
+        for k, v in net.state_dict().items():
+            assert torch.equal(back.state_dict()[k], v)
+        assert not list(tmp_path.glob(".*tmp"))
+
+    def test_wrong_architecture_lists_keys(self, tmp_path):
+        net = models.create("guided-pix2pix", **TINY)
+        other = {**TINY, "ngf": 8}
+        models.save_weights(net, tmp_path / "w.safetensors", "guided-pix2pix", other)
+        with pytest.raises(CheckpointError, match=r"shape mismatch: .*backbone.down.0.0.weight: file \(4, 3, 4, 4\) vs model \(8, 3, 4, 4\)"):
+            models.load_file(tmp_path / "w.safetensors")
+
+    def test_malicious_pickle_refused(self, tmp_path):
+        marker = tmp_path / "pwned"
+
+        class Evil:
+            def __reduce__(self):
+                return (open, (str(marker), "w"))
+
+        path = tmp_path / "evil.pt"
+        with open(path, "wb") as f:
+            pickle.dump({"model": Evil()}, f)
+        with pytest.raises(CheckpointError, match="refused to load"):
+            models.load_weights(path)
+        assert not marker.exists()
+
+    def test_corrupt_safetensors(self, tmp_path):
+        path = tmp_path / "bad.safetensors"
+        path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+        with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+            models.load_file(path)
+
+    def test_shipped_default_weights(self):
+        if not models.has_pretrained("guided-pix2pix"):
+            pytest.skip("no weights shipped yet")
+        net = models.load("guided-pix2pix")
+        assert not net.training
+        meta = models.load_weights(models.weights.shipped_path("guided-pix2pix"))[1]
+        assert meta["model"] == "guided-pix2pix" and json.loads(meta["options"]) is not None

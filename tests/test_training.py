@@ -1,0 +1,152 @@
+"""The shared trainer: config, one step per preset, checkpoints, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hazefree import models
+from hazefree.models.weights import load_weights
+from hazefree.training import TrainConfig, Trainer, load_config
+
+TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None}
+
+
+def _dataset(root: Path, n: int = 4, size: int = 40) -> Path:
+    """Smooth random scenes with synthetic haze, RESIDE-style names."""
+    rng = np.random.default_rng(0)
+    (root / "hazy").mkdir(parents=True)
+    (root / "clear").mkdir(parents=True)
+    for i in range(n):
+        base = rng.random((5, 5, 3))
+        clear = np.asarray(Image.fromarray((base * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR))
+        Image.fromarray(clear).save(root / "clear" / f"{100 + i}.png")
+        t = np.linspace(0.3, 0.9, size)[None, :, None]
+        hazy = clear / 255.0 * t + 0.85 * (1 - t)
+        Image.fromarray((hazy * 255).round().astype(np.uint8)).save(root / "hazy" / f"{100 + i}_1.png")
+    return root
+
+
+def _cfg(tmp_path: Path, objective="pix2pix", steps=4, **kw) -> TrainConfig:
+    data = _dataset(tmp_path / "data") if not (tmp_path / "data").exists() else tmp_path / "data"
+    values = {
+        "model": "guided-pix2pix", "model_options": TINY, "objective": objective, "ndf": 4,
+        "data": {"paired": [str(data)], "crop": 32, "val_fraction": 0.25, "scale_range": [0.8, 1.0]},
+        "batch_size": 2, "steps": steps, "val_every": 2, "checkpoint_every": 2, "log_every": 1,
+        "image_every": 2, "out": str(tmp_path / "run"), "seed": 1,
+    }
+    values.update(kw)
+    path = tmp_path / "cfg.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(values))
+    return load_config(path)
+
+
+class TestConfig:
+    def test_layers_and_overrides(self, tmp_path):
+        cfg = load_config(model="guided-pix2pix", overrides=["optim.lr=3e-4", "data.crop=128", "steps=7"])
+        assert cfg.optim.lr == pytest.approx(3e-4) and cfg.data.crop == 128 and cfg.steps == 7
+        assert cfg.ndf == 32  # per-model default
+        assert cfg.optim.betas == (0.5, 0.999) and cfg.lambda_l1 == 100.0
+
+    def test_unknown_key(self):
+        with pytest.raises(ValueError, match="unknown OptimConfig key"):
+            load_config(model="guided-pix2pix", overrides=["optim.lrr=1"])
+
+    def test_yaml_is_data_only(self, tmp_path):
+        bad = tmp_path / "evil.yaml"
+        bad.write_text("model: !!python/object/apply:os.system ['echo pwned']\n")
+        with pytest.raises(ValueError, match="cannot read config"):
+            load_config(bad)
+
+    def test_committed_config_loads(self):
+        cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "guided-pix2pix.yaml")
+        assert cfg.model == "guided-pix2pix" and cfg.objective == "pix2pix"
+        assert all("train" in p or "middlebury" in p or "rgbd" in p for p in cfg.data.paired + cfg.data.synthetic)
+
+
+class TestTrainer:
+    @pytest.mark.parametrize("objective", ["pix2pix", "supervised"])
+    def test_steps_checkpoint_best(self, tmp_path, objective):
+        cfg = _cfg(tmp_path, objective)
+        result = Trainer(cfg, progress=False).fit()
+        assert np.isfinite(list(result.values())).all() and "val_psnr" in result
+        run = Path(cfg.out)
+        ckpts = sorted((run / "checkpoints").glob("step_*"))
+        assert [c.name for c in ckpts] == ["step_0000002", "step_0000004"]
+        assert not list((run / "checkpoints").glob(".tmp*"))
+        best = models.load_file(run / "best.safetensors")
+        assert isinstance(best, models.GuidedPix2Pix) and not best.training
+        best_info = json.loads((run / "best.json").read_text())
+        assert best_info["step"] in (2, 4) and best_info["val_psnr"] >= result["val_psnr"] - 1e-9
+        assert (run / "config.yaml").is_file() and list((run / "tensorboard").iterdir())
+
+    def test_lr_schedule(self, tmp_path):
+        cfg = _cfg(tmp_path, "supervised", steps=5, optim={"lr": 1e-3, "lr_decay": 0.5, "lr_decay_every": 2})
+        tr = Trainer(cfg, progress=False)
+        tr.fit()
+        assert tr.objective.optimizers()["model"].param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**2)
+
+    def test_resume_matches_uninterrupted(self, tmp_path):
+        full = _cfg(tmp_path, steps=6)
+        torch.manual_seed(123)  # the trainer must not depend on the caller's RNG state
+        ref_result = Trainer(full, progress=False).fit()
+        ref = load_weights(Path(full.out) / "checkpoints" / "step_0000006" / "generator.safetensors")[0]
+
+        part = _cfg(tmp_path, steps=4, out=str(tmp_path / "run2"))
+        Trainer(part, progress=False).fit()
+        rest = _cfg(tmp_path, steps=6, out=str(tmp_path / "run2"))
+        torch.manual_seed(999)
+        tr = Trainer(rest, resume=True, progress=False)
+        assert tr.step == 4
+        result = tr.fit()
+        got = load_weights(Path(rest.out) / "checkpoints" / "step_0000006" / "generator.safetensors")[0]
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0, msg=k)
+        for k in ("loss_g", "loss_d", "val_psnr"):
+            assert result[k] == pytest.approx(ref_result[k], rel=0, abs=0)
+
+    def test_one_step_each_preset(self, tmp_path):
+        for name, crop in (("guided-pix2pix", 64), ("guided-pix2pix-paper", 256)):
+            cfg = load_config(model=name, overrides=[
+                f"data.paired={json.dumps([str(_dataset(tmp_path / name, n=2, size=crop))])}",
+                f"data.crop={crop}", "batch_size=1", "steps=1", "val_every=100", "checkpoint_every=100",
+                "data.val_fraction=0", f"out={tmp_path / (name + '_run')}",
+            ])
+            net = models.create(name)
+            before = {k: v.clone() for k, v in net.state_dict().items()}
+            tr = Trainer(cfg, progress=False)
+            tr.model.load_state_dict(before)
+            losses = tr.fit()
+            assert np.isfinite(losses["loss_g"])
+            changed = [k for k, v in tr.model.state_dict().items() if not torch.equal(v, before[k])]
+            assert changed, f"{name}: no parameter moved after one step"
+
+
+@pytest.mark.slow
+def test_ddp_two_processes(tmp_path):
+    """torchrun --nproc_per_node=2 on CPU (gloo): both ranks train on their own batches."""
+    _dataset(tmp_path / "data", n=4)
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+        "-m", "hazefree", "train", "guided-pix2pix", "--data", str(tmp_path / "data"), "--steps", "2",
+        "--out", str(run), "--no-progress",
+        "--set", f"model_options={json.dumps(TINY)}", "--set", "ndf=4", "--set", "data.crop=32",
+        "--set", "batch_size=1", "--set", "val_every=2", "--set", "checkpoint_every=2", "--set", "threads=1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "checkpoints" / "step_0000002" / "generator.safetensors").is_file()
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, proc.stdout  # only rank 0 reports
