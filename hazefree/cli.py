@@ -2,8 +2,8 @@
 
 Subcommands are registered by small ``_add_<name>(subparsers)`` functions; each sets
 ``func=<callable(args) -> int>`` as a parser default, which :func:`main` calls. The ``train``
-subcommand comes from :func:`hazefree.training.add_train_parser` when that module exists (it
-follows the same ``func`` convention).
+and ``eval`` subcommands come from :func:`hazefree.training.add_train_parser` and
+:func:`hazefree.evaluation.add_eval_parser` (same ``func`` convention).
 
 Examples:
     hazefree dehaze photo.jpg -o out/
@@ -15,7 +15,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import traceback
@@ -80,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dehaze(subparsers)
     _add_models(subparsers)
     _add_train(subparsers)
+    _add_eval(subparsers)
     return parser
 
 
@@ -384,34 +384,16 @@ def _run_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# ----------------------------------------------------------------------------------------- train
+# ------------------------------------------------------------------------------ train and eval
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``train`` from :mod:`hazefree.training` if that module exists and provides it."""
-    try:
-        training = importlib.import_module("hazefree.training")
-    except ModuleNotFoundError as exc:
-        if exc.name == "hazefree.training":
-            return  # no training module in this installation: no train command
-        _add_unavailable(subparsers, "train", exc)
-        return
-    except Exception as exc:  # a broken training module must not take `dehaze` down with it
-        _add_unavailable(subparsers, "train", exc)
-        return
-    add = getattr(training, "add_train_parser", None)
-    if callable(add):
-        add(subparsers)
+    from .training import add_train_parser
+
+    add_train_parser(subparsers)
 
 
-def _add_unavailable(subparsers: argparse._SubParsersAction, name: str, reason: BaseException) -> None:
-    """A placeholder command that explains why ``name`` cannot run (e.g. a missing dependency)."""
-    p = subparsers.add_parser(name, help=f"(unavailable: {_message(reason)})", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+    from .evaluation import add_eval_parser
 
-    def unavailable(args: argparse.Namespace) -> int:
-        problem = f"{type(reason).__name__}: {_message(reason)}"
-        print(f"error: `hazefree {name}` is unavailable: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-
-    p.set_defaults(func=unavailable)
+    add_eval_parser(subparsers)
