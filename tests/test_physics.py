@@ -1,0 +1,241 @@
+"""hazefree.physics: haze model round trips, dark channel, airlight estimators, input checks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hazefree.physics import (
+    MIN_AIRLIGHT,
+    add_haze,
+    airlight_dark_channel,
+    airlight_max_luma,
+    check_image,
+    dark_channel,
+    estimate_airlight,
+    remove_haze,
+    transmission_from_depth,
+)
+
+
+def _rand(*shape: int, seed: int = 0, lo: float = 0.0, hi: float = 1.0, dtype=torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return lo + (hi - lo) * torch.rand(*shape, generator=g, dtype=dtype)
+
+
+def _direct_dark_channel(image: np.ndarray, patch: int) -> np.ndarray:
+    """N x C x H x W -> N x 1 x H x W: min over channels and over the clipped patch window."""
+    n, _, h, w = image.shape
+    r = patch // 2
+    m = image.min(axis=1)
+    out = np.empty((n, 1, h, w))
+    for i in range(h):
+        for j in range(w):
+            out[:, 0, i, j] = m[:, max(0, i - r) : i + r + 1, max(0, j - r) : j + r + 1].min(axis=(1, 2))
+    return out
+
+
+def _scene(h: int = 100, w: int = 100) -> torch.Tensor:
+    """Dim, textured scene (RGB in [0.15, 0.45]) with no bright region."""
+    return _rand(1, 3, h, w, seed=1, lo=0.15, hi=0.45)
+
+
+class TestHazeModel:
+    @pytest.mark.parametrize("tc", [1, 3])
+    def test_round_trip(self, tc):
+        clear = _rand(2, 3, 16, 12, seed=0)
+        t = _rand(2, tc, 16, 12, seed=1, lo=0.2, hi=1.0)
+        a = torch.tensor([[0.9, 0.85, 0.8], [0.7, 0.75, 0.8]], dtype=torch.float64)
+        hazy = add_haze(clear, t, a)
+        # t >= 0.2 amplifies rounding by at most 5x: float64 round trip to 1e-12.
+        torch.testing.assert_close(remove_haze(hazy, t, a, t_min=0), clear, rtol=0, atol=1e-12)
+
+    def test_round_trip_float32(self):
+        clear, t = _rand(1, 3, 8, 8, dtype=torch.float32), _rand(1, 1, 8, 8, seed=2, lo=0.2, dtype=torch.float32)
+        hazy = add_haze(clear, t, 0.8)
+        # float32 rounding of I (~6e-8) times 1/t <= 5, plus the last operations.
+        assert (remove_haze(hazy, t, 0.8, t_min=0) - clear).abs().max() < 1e-6
+
+    def test_model_values(self):
+        # I = J t + A (1 - t) at a few hand-checked pixels.
+        clear = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64).view(1, 3, 1, 1)
+        hazy = add_haze(clear, torch.full((1, 1, 1, 1), 0.25, dtype=torch.float64), (0.8, 0.8, 0.8))
+        torch.testing.assert_close(hazy.flatten(), torch.tensor([0.6, 0.725, 0.85], dtype=torch.float64))
+
+    @pytest.mark.parametrize(
+        "airlight",
+        [0.8, (0.8, 0.8, 0.8), torch.full((2, 3), 0.8), torch.full((2, 3, 1, 1), 0.8), torch.tensor([0.8, 0.8, 0.8])],
+    )
+    def test_airlight_forms(self, airlight):
+        clear, t = _rand(2, 3, 5, 5, dtype=torch.float32), _rand(2, 1, 5, 5, seed=3, dtype=torch.float32)
+        want = clear * t + 0.8 * (1 - t)
+        torch.testing.assert_close(add_haze(clear, t, airlight), want)
+
+    def test_bad_airlight_shape(self):
+        with pytest.raises(ValueError, match="airlight must be"):
+            add_haze(_rand(1, 3, 4, 4), _rand(1, 1, 4, 4), torch.full((1, 3, 2, 2), 0.8))
+
+    def test_t_min_bounds_amplification(self):
+        hazy = torch.full((1, 3, 2, 2), 0.9, dtype=torch.float64)
+        t = torch.full((1, 1, 2, 2), 1e-3, dtype=torch.float64)
+        out = remove_haze(hazy, t, 0.8, t_min=0.1, clamp=False)
+        torch.testing.assert_close(out, torch.full_like(hazy, (0.9 - 0.8) / 0.1 + 0.8))
+        assert remove_haze(hazy, t, 0.8, t_min=0.1).max() == 1.0  # clamp=True clips to [0, 1]
+
+    def test_remove_haze_gradient(self):
+        t = _rand(1, 1, 4, 4, seed=4, lo=0.3).requires_grad_()
+        remove_haze(_rand(1, 3, 4, 4, seed=5), t, 0.9, t_min=0.1, clamp=False).sum().backward()
+        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+
+    def test_add_haze_from_depth(self):
+        clear, depth = _rand(1, 3, 6, 6), _rand(1, 1, 6, 6, seed=6, hi=5.0)
+        want = add_haze(clear, torch.exp(-0.7 * depth), 0.9)
+        torch.testing.assert_close(add_haze(clear, depth, 0.9, beta=0.7), want)
+
+    def test_add_haze_rejects_out_of_range_t(self):
+        with pytest.raises(ValueError, match="transmission must lie in"):
+            add_haze(_rand(1, 3, 4, 4), torch.full((1, 1, 4, 4), 2.0), 0.8)
+
+
+class TestTransmissionFromDepth:
+    def test_values(self):
+        depth = torch.tensor([0.0, 1.0, 2.5], dtype=torch.float64).view(1, 1, 1, 3)
+        want = torch.tensor([1.0, math.exp(-0.8), math.exp(-2.0)], dtype=torch.float64).view(1, 1, 1, 3)
+        torch.testing.assert_close(transmission_from_depth(depth, 0.8), want)
+
+    def test_per_image_beta(self):
+        depth = _rand(2, 1, 3, 3, hi=4.0)
+        t = transmission_from_depth(depth, torch.tensor([0.5, 2.0], dtype=torch.float64))
+        torch.testing.assert_close(t[0], torch.exp(-0.5 * depth[0]))
+        torch.testing.assert_close(t[1], torch.exp(-2.0 * depth[1]))
+
+    @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+    def test_rejects_bad_depth(self, bad):
+        depth = torch.ones(1, 1, 2, 2)
+        depth[0, 0, 0, 0] = bad
+        with pytest.raises(ValueError, match="finite and non-negative"):
+            transmission_from_depth(depth, 1.0)
+
+
+class TestDarkChannel:
+    @pytest.mark.parametrize("patch", [1, 3, 7, 15, 41])
+    def test_direct_min_filter(self, patch):
+        # 13 x 17: patch 15 reaches the borders from every pixel, 41 exceeds the image.
+        img = _rand(2, 3, 13, 17, seed=patch)
+        want = torch.from_numpy(_direct_dark_channel(img.numpy(), patch))
+        out = dark_channel(img, patch)
+        assert out.shape == (2, 1, 13, 17)
+        assert torch.equal(out, want)  # a min picks an input value: exact
+
+    def test_single_dark_pixel_spreads_over_patch(self):
+        img = torch.ones(1, 3, 20, 20)
+        img[0, 1, 10, 10] = 0.0
+        out = dark_channel(img, 5)[0, 0]
+        assert (out[8:13, 8:13] == 0).all() and out.sum() == 400 - 25
+
+    @pytest.mark.parametrize("patch", [0, 4, -3])
+    def test_bad_patch(self, patch):
+        with pytest.raises(ValueError, match="positive odd"):
+            dark_channel(torch.rand(1, 3, 8, 8), patch)
+
+
+class TestAirlight:
+    @pytest.mark.parametrize("method", ["max_luma", "dark_channel"])
+    def test_bright_patch_gives_its_colour(self, method):
+        img = _scene()
+        colour = torch.tensor([0.9, 0.8, 0.7], dtype=torch.float64)
+        img[0, :, 40:60, 30:50] = colour.view(3, 1, 1)  # 20 x 20 > the 15 x 15 dark-channel patch
+        a = estimate_airlight(img, method)
+        assert a.shape == (1, 3, 1, 1)
+        torch.testing.assert_close(a.flatten(), colour)
+
+    def test_hot_pixel_does_not_dominate_max_luma(self):
+        # Haze region at 0.8 over a third of the image; one white hot pixel in the dim part.
+        img = _scene()
+        img[:, :, :33] = 0.8
+        img[0, :, 70, 70] = 1.0
+        a = airlight_max_luma(img)
+        # Top 0.1 % = 10 pixels: the hot pixel moves A by (1 - 0.8) / 10 at most.
+        assert (a - 0.8).abs().max() <= 0.02 + 1e-12
+        # The paper's single brightest pixel (top_fraction=0) would return the hot pixel.
+        assert (airlight_max_luma(img, top_fraction=0.0) == 1.0).all()
+
+    def test_hot_pixel_ignored_by_dark_channel(self):
+        img = _scene()
+        img[:, :, :33] = 0.8
+        img[0, :, 70, 70] = 1.0
+        torch.testing.assert_close(airlight_dark_channel(img).flatten(), torch.full((3,), 0.8, dtype=torch.float64))
+
+    def test_dark_channel_prefers_haze_over_small_white_object(self):
+        # Haze (bluish grey, luma ~0.80) fills the top rows; a 7 x 7 white object (luma 1), smaller
+        # than the 15 x 15 patch, sits in the dim foreground. Max-luma picks the object; the dark
+        # channel of the object is that of its dim surroundings, so the prior picks the haze.
+        haze = torch.tensor([0.75, 0.8, 0.85], dtype=torch.float64)
+        img = _scene()
+        img[0, :, :30] = haze.view(3, 1, 1)
+        img[0, :, 70:77, 60:67] = 1.0
+        torch.testing.assert_close(airlight_dark_channel(img).flatten(), haze)
+        torch.testing.assert_close(airlight_max_luma(img).flatten(), torch.ones(3, dtype=torch.float64))
+
+    @pytest.mark.parametrize("method", ["max_luma", "dark_channel"])
+    def test_per_image_in_batch(self, method):
+        a_img, b_img = _scene(), _scene() * 0.5
+        a_img[0, :, :20] = torch.tensor([0.9, 0.9, 0.95], dtype=torch.float64).view(3, 1, 1)
+        b_img[0, :, 50:] = torch.tensor([0.6, 0.65, 0.7], dtype=torch.float64).view(3, 1, 1)
+        batch = estimate_airlight(torch.cat([a_img, b_img]), method)
+        assert batch.shape == (2, 3, 1, 1)
+        torch.testing.assert_close(batch[0:1], estimate_airlight(a_img, method))
+        torch.testing.assert_close(batch[1:2], estimate_airlight(b_img, method))
+        assert not torch.allclose(batch[0], batch[1])
+
+    @pytest.mark.parametrize("method", ["max_luma", "dark_channel"])
+    def test_black_image_clamped(self, method):
+        a = estimate_airlight(torch.zeros(1, 3, 9, 9), method)
+        assert (a == MIN_AIRLIGHT).all()
+
+    def test_tiny_image(self):
+        img = torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1)
+        for method in ("max_luma", "dark_channel"):
+            torch.testing.assert_close(estimate_airlight(img, method), img)
+
+    def test_unknown_method(self):
+        with pytest.raises(ValueError, match="unknown airlight method 'brightest'"):
+            estimate_airlight(torch.rand(1, 3, 4, 4), "brightest")
+
+
+class TestCheckImage:
+    def test_valid_passes(self):
+        check_image(torch.rand(2, 3, 4, 5))
+        check_image(torch.rand(1, 1, 4, 5), channels=1)
+        check_image(torch.rand(1, 7, 4, 5), channels=None)
+
+    @pytest.mark.parametrize(
+        "image, kwargs, match",
+        [
+            (torch.full((1, 3, 2, 2), float("nan")), {}, "NaN or Inf"),
+            (torch.full((1, 3, 2, 2), float("inf")), {}, "NaN or Inf"),
+            (torch.full((1, 3, 2, 2), 1.5), {}, r"must lie in \[0, 1\]"),
+            (torch.full((1, 3, 2, 2), -0.01), {}, r"must lie in \[0, 1\]"),
+            (torch.rand(3, 2, 2), {}, "N x C x H x W"),
+            (torch.rand(1, 1, 3, 2, 2), {}, "N x C x H x W"),
+            (torch.rand(1, 1, 2, 2), {}, "must have 3 channels, got 1"),
+            (torch.zeros(1, 3, 2, 2, dtype=torch.uint8), {}, "floating-point"),
+            (torch.rand(1, 3, 0, 2), {}, "empty"),
+        ],
+    )
+    def test_errors(self, image, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            check_image(image, **kwargs)
+
+    def test_name_in_message_and_type_error(self):
+        with pytest.raises(ValueError, match="hazy contains NaN"):
+            check_image(torch.full((1, 3, 2, 2), float("nan")), "hazy")
+        with pytest.raises(TypeError, match="must be a torch.Tensor"):
+            check_image(np.zeros((1, 3, 2, 2)))
+
+    def test_add_haze_checks_clear(self):
+        with pytest.raises(ValueError, match="clear contains NaN"):
+            add_haze(torch.full((1, 3, 2, 2), float("nan")), torch.ones(1, 1, 2, 2), 0.8)
