@@ -108,7 +108,7 @@ class TrainConfig:
 
 # Per-model defaults, applied before the YAML file and the command line.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "guided-pix2pix": {"objective": "pix2pix", "ndf": 32},
+    "guided-pix2pix": {"objective": "pix2pix", "ndf": 16},
     "guided-pix2pix-paper": {"objective": "pix2pix", "ndf": 64, "data": {"crop": 512}},
 }
 

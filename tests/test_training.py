@@ -55,7 +55,7 @@ class TestConfig:
     def test_layers_and_overrides(self, tmp_path):
         cfg = load_config(model="guided-pix2pix", overrides=["optim.lr=3e-4", "data.crop=128", "steps=7"])
         assert cfg.optim.lr == pytest.approx(3e-4) and cfg.data.crop == 128 and cfg.steps == 7
-        assert cfg.ndf == 32  # per-model default
+        assert cfg.ndf == 16  # per-model default
         assert cfg.optim.betas == (0.5, 0.999) and cfg.lambda_l1 == 100.0
 
     def test_unknown_key(self):
