@@ -73,13 +73,19 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """Adam with a step decay (Ma et al.: lr 1e-4, betas (0.5, 0.999), x0.9 every 100 steps)."""
+    """Optimiser and schedule. Defaults are Ma et al.'s: Adam, lr 1e-4, betas (0.5, 0.999),
+    x0.9 every 100 steps (``schedule="step"``); ``"cosine"`` anneals to 0 over the run
+    (FFA-Net), ``"constant"`` keeps lr."""
 
+    name: str = "adam"  # "adam" or "sgd"
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
+    schedule: str = "step"
     lr_decay: float = 0.9
     lr_decay_every: int = 100
+    grad_clip: float | None = None  # max gradient norm (DehazeNet/AOD-Net style clipping), None = off
 
 
 @dataclass
@@ -89,7 +95,7 @@ class TrainConfig:
     model: str = "guided-pix2pix"
     model_options: dict[str, Any] = field(default_factory=dict)
     objective: str = "pix2pix"  # "pix2pix" (L1 + PatchGAN) or "supervised"
-    loss: str = "l1"  # per-sample reconstruction loss: "l1" or "mse"
+    loss: str = "l1"  # per-sample reconstruction loss: "l1", "mse" or "smooth_l1"
     lambda_l1: float = 100.0
     ndf: int = 64
     data: DataConfig = field(default_factory=DataConfig)
@@ -195,7 +201,9 @@ def per_sample_loss(pred: Tensor, target: Tensor, kind: str = "l1") -> Tensor:
         return diff.abs().flatten(1).mean(1)
     if kind == "mse":
         return diff.pow(2).flatten(1).mean(1)
-    raise ValueError(f"unknown loss {kind!r}; choose l1 or mse")
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target, reduction="none").flatten(1).mean(1)
+    raise ValueError(f"unknown loss {kind!r}; choose l1, mse or smooth_l1")
 
 
 class Objective(Protocol):
@@ -210,8 +218,29 @@ class Objective(Protocol):
     def generator(self) -> nn.Module: ...
 
 
-def _adam(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimiser named by ``cfg.name``."""
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimiser {cfg.name!r}; choose adam or sgd")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
+    """Per-step learning-rate schedule named by ``cfg.schedule``."""
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, cfg.lr_decay_every, cfg.lr_decay)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(total_steps, 1))
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose step, cosine or constant")
+
+
+def _clip(params, cfg: OptimConfig) -> None:
+    if cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
 
 
 class SupervisedObjective:
@@ -219,7 +248,8 @@ class SupervisedObjective:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, wrap=lambda m: m) -> None:
         self.model, self.train_model, self.kind = model, wrap(model), cfg.loss
-        self._opt = {"model": _adam(model.parameters(), cfg.optim)}
+        self._opt = {"model": make_optimizer(model.parameters(), cfg.optim)}
+        self.optim_cfg = cfg.optim
 
     def networks(self) -> dict[str, nn.Module]:
         return {"model": self.model}
@@ -240,6 +270,7 @@ class SupervisedObjective:
         opt = self._opt["model"]
         opt.zero_grad(set_to_none=True)
         losses["loss"].mean().backward()
+        _clip(self.model.parameters(), self.optim_cfg)
         opt.step()
         return {k: v.mean().item() for k, v in losses.items()}
 
@@ -261,8 +292,9 @@ class Pix2PixObjective:
         self.d = models.PatchDiscriminator(ndf=cfg.ndf)
         self.g_train, self.d_train = wrap(self.g), wrap(self.d)
         self.lambda_l1, self.kind = cfg.lambda_l1, cfg.loss
-        self._opt = {"generator": _adam(self.g.parameters(), cfg.optim),
-                     "discriminator": _adam(self.d.parameters(), cfg.optim)}
+        self._opt = {"generator": make_optimizer(self.g.parameters(), cfg.optim),
+                     "discriminator": make_optimizer(self.d.parameters(), cfg.optim)}
+        self.optim_cfg = cfg.optim
 
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.g, "discriminator": self.d}
@@ -296,6 +328,7 @@ class Pix2PixObjective:
         opt_g = self._opt["generator"]
         opt_g.zero_grad(set_to_none=True)
         loss_g.mean().backward()
+        _clip(self.g.parameters(), self.optim_cfg)
         opt_g.step()
         self.d.requires_grad_(True)
         return {"loss_d": loss_d.mean().item(), "loss_g_gan": loss_gan.mean().item(),
@@ -330,7 +363,7 @@ class Trainer:
         else:
             raise ValueError(f"unknown objective {cfg.objective!r}; choose pix2pix or supervised")
         self.schedulers = {
-            k: torch.optim.lr_scheduler.StepLR(o, cfg.optim.lr_decay_every, cfg.optim.lr_decay)
+            k: make_scheduler(o, cfg.optim, cfg.steps)
             for k, o in self.objective.optimizers().items()
         }
         self.bank = self._load_data()
