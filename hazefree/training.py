@@ -116,6 +116,22 @@ class TrainConfig:
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "guided-pix2pix": {"objective": "pix2pix", "ndf": 16},
     "guided-pix2pix-paper": {"objective": "pix2pix", "ndf": 64, "data": {"crop": 512}},
+    # MSBDN-DFF, official train.py: MSE, Adam lr 1e-4 (default betas), batch 16, 256 x 256 patches
+    # cut from images resized by 0.5/0.7/1 (our scale_range default), 100 epochs with lr x0.1 after
+    # epoch 50. Estimated from its HDF5 script (10k 620 x 460 images, stride 128: ~8 patches each),
+    # an epoch is ~5k steps: x0.1 at ~250k of ~500k steps; set `steps` and lr_decay_every together.
+    # Its --clip flag is parsed but never applied, so no grad_clip.
+    "msbdn": {
+        "objective": "supervised", "loss": "mse", "batch_size": 16, "data": {"crop": 256},
+        "optim": {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "schedule": "step",
+                  "lr_decay": 0.1, "lr_decay_every": 250_000},
+    },
+    # FFA-Net, paper + official README: L1, Adam lr 1e-4 betas (0.9, 0.999), cosine annealing to 0
+    # over the run (paper: 5e5 steps ITS, 1e6 OTS; set `steps`), batch 2, 240 x 240 crops.
+    "ffa-net": {
+        "objective": "supervised", "loss": "l1", "batch_size": 2, "data": {"crop": 240},
+        "optim": {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "schedule": "cosine"},
+    },
 }
 
 
