@@ -43,9 +43,21 @@ class Dehazer:
             ``hazefree train``; ``None`` for :func:`default_method`.
         airlight: override the model's airlight estimator (``"max_luma"`` or ``"dark_channel"``).
         device: torch device to run on.
+        post: optional post-processing of the result, ``"rescale"`` or ``"retinex"`` (Ma et al.
+            2021, GP2P-Rescale / GP2P-Retinex; see :mod:`hazefree.postprocess`).
     """
 
-    def __init__(self, method: str | None = None, airlight: str | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        method: str | None = None,
+        airlight: str | None = None,
+        device: str = "cpu",
+        post: str | None = None,
+    ):
+        from .postprocess import get_post
+
+        self.post = post
+        self._post = get_post(post)  # unknown names fail here, before the model is loaded
         self.method = method or default_method()
         self.device = torch.device(device)
         self.model = _resolve_model(self.method, airlight).to(self.device).eval()
@@ -60,6 +72,8 @@ class Dehazer:
         out = self.model(image.to(self.device, torch.float32))
         if not torch.isfinite(out.clear).all():
             raise RuntimeError(f"method {self.method!r} produced non-finite pixels")
+        if self._post is not None:
+            out = out._replace(clear=self._post(out.clear.clamp(0.0, 1.0)))
         if squeeze:
             out = DehazeOutput(*(None if v is None else v.squeeze(0) for v in out))
         return out
@@ -69,8 +83,10 @@ def dehaze(
     image: Union[Tensor, str, Path],
     method: str | None = None,
     airlight: str | None = None,
+    post: str | None = None,
 ) -> DehazeOutput:
-    """Dehaze one image (a tensor in [0, 1], or an image file) with ``method``.
+    """Dehaze one image (a tensor in [0, 1], or an image file) with ``method``, then optionally
+    post-process it (``post="rescale"`` or ``"retinex"``, see :mod:`hazefree.postprocess`).
 
     Returns:
         :class:`DehazeOutput` with ``clear`` (same layout as the input tensor; 1 x 3 x H x W for a
@@ -85,4 +101,4 @@ def dehaze(
         from .io import read_image
 
         image = read_image(image).rgb
-    return Dehazer(method, airlight)(image)
+    return Dehazer(method, airlight, post=post)(image)

@@ -9,6 +9,8 @@ Examples:
     hazefree dehaze photo.jpg -o out/
     hazefree dehaze photos/ -o out/ --method dcp --save-transmission
     hazefree dehaze photos/ -o photos/ --suffix _dehazed
+    hazefree dehaze photos/ -o out/ --post retinex
+    hazefree eval --method dcp --data ../shared/data/sots_indoor,../shared/data/rtts --grid grid.png
     hazefree models
 """
 
@@ -126,6 +128,12 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--airlight", choices=AIRLIGHT_METHODS, help="override the method's airlight estimator")
     p.add_argument(
+        "--post",
+        choices=("rescale", "retinex"),
+        help="post-process results as in Guided-Pix2Pix (Ma et al. 2021): rescale = per-image min-max "
+        "stretch (GP2P-Rescale), retinex = multi-scale Retinex, eqs. 47-50 (GP2P-Retinex)",
+    )
+    p.add_argument(
         "--save-transmission",
         action="store_true",
         help="also write <stem>_transmission.png (16-bit gray) beside each output",
@@ -175,9 +183,10 @@ def _run_dehaze(args: argparse.Namespace) -> int:
         raise UsageError(f"--suffix {args.suffix!r}: must not contain a path separator")
 
     # The method first, so that a bad --method is reported before anything else.
-    dehazer = _load_dehazer(args.method, args.airlight)
+    dehazer = _load_dehazer(args.method, args.airlight, args.post)
     default_note = "" if args.method else " (default)"
-    print(f"method: {dehazer.method}{default_note}", flush=True)
+    post_note = f", post-processing: {args.post}" if args.post else ""
+    print(f"method: {dehazer.method}{default_note}{post_note}", flush=True)
 
     jobs, failed = _plan_jobs(args, out_dir)
     _check_plan(jobs, args)
@@ -303,12 +312,12 @@ def _nested_output(out_dir: Path, given: Path) -> list[Path]:
     return [out_dir] if out != root and out.is_relative_to(root) else []
 
 
-def _load_dehazer(method: str | None, airlight: str | None):
+def _load_dehazer(method: str | None, airlight: str | None, post: str | None = None):
     from . import models
     from .api import Dehazer
 
     try:
-        return Dehazer(method, airlight)
+        return Dehazer(method, airlight, post=post)
     except KeyError:
         if method is None or Path(method).suffix in {".safetensors", ".pt", ".pth"}:
             raise  # a weights file naming an unknown model: the registry's message says so
