@@ -132,6 +132,34 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "objective": "supervised", "loss": "l1", "batch_size": 2, "data": {"crop": 240},
         "optim": {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "schedule": "cosine"},
     },
+    # AOD-Net, paper (implementation details): MSE, SGD momentum 0.9, weight decay 1e-4, lr 1e-3
+    # (constant), batch 8 of whole 480 x 640 images (no rescaling; our crops are square, so
+    # 480 x 480), gradient norm clipped to 0.1.
+    "aod-net": {
+        "objective": "supervised", "loss": "mse", "batch_size": 8,
+        "data": {"crop": 480, "scale_range": [1.0, 1.0]},
+        "optim": {"name": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "constant",
+                  "grad_clip": 0.1},
+    },
+    # DehazeNet, paper: MSE, SGD, batch 128 of 16 x 16 patches, lr 0.005 halved every 100k iterations
+    # (down to 3.125e-4; 500k iterations, set `steps`). The paper's loss is on t of synthetic patches;
+    # here it is on J (see the model docstring). Momentum 0.9 is assumed (Caffe's usual value).
+    "dehazenet": {
+        "objective": "supervised", "loss": "mse", "batch_size": 128,
+        "data": {"crop": 16, "scale_range": [1.0, 1.0]},
+        "optim": {"name": "sgd", "lr": 5e-3, "momentum": 0.9, "schedule": "step",
+                  "lr_decay": 0.5, "lr_decay_every": 100_000},
+    },
+    # GridDehazeNet, paper + official train.py: Adam lr 1e-3 (default betas), batch 18, 240 x 240
+    # crops (no rescaling), lr x0.5 every 20 epochs, 100 epochs on ITS (~14k images / 18 = ~777
+    # steps per epoch: x0.5 every ~15.5k of ~78k steps; set `steps`). Loss: smooth L1 alone; the
+    # official + 0.04 x VGG16 perceptual term needs pretrained weights we cannot download.
+    "griddehazenet": {
+        "objective": "supervised", "loss": "smooth_l1", "batch_size": 18,
+        "data": {"crop": 240, "scale_range": [1.0, 1.0]},
+        "optim": {"name": "adam", "lr": 1e-3, "betas": [0.9, 0.999], "schedule": "step",
+                  "lr_decay": 0.5, "lr_decay_every": 15_540},
+    },
 }
 
 

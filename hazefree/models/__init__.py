@@ -18,8 +18,11 @@ from typing import Any
 
 from torch import nn
 
+from .aod_net import AODNet
 from .dcp import DarkChannelPrior
+from .dehazenet import DehazeNet
 from .ffa_net import FFANet
+from .griddehazenet import GridDehazeNet
 from .guided_pix2pix import GuidedPix2Pix, PatchDiscriminator, UNetGenerator
 from .msbdn import MSBDN
 from .outputs import DehazeOutput
@@ -35,6 +38,9 @@ __all__ = [
     "UNetGenerator",
     "MSBDN",
     "FFANet",
+    "AODNet",
+    "DehazeNet",
+    "GridDehazeNet",
     "CheckpointError",
     "create",
     "available",
@@ -70,6 +76,22 @@ def _build_registry() -> Registry[nn.Module]:
     # Published configurations, exact parameter counts (31,353,061 and 4,455,913); hazy-to-clear.
     reg.register("msbdn", MSBDN, "MSBDN-DFF (Dong et al. 2020), paper configuration", res_blocks=18)
     reg.register("ffa-net", FFANet, "FFA-Net (Qin et al. 2020), 3 groups x 19 blocks", blocks=19, dim=64)
+    # Published configurations, exact parameter counts: AOD-Net 1,761 (released Caffe model),
+    # DehazeNet 8,305 (paper Table I; the Caffe re-implementation has 8,561, see its docstring),
+    # GridDehazeNet 958,051 (official default 3 x 6 grid).
+    reg.register("aod-net", AODNet, "AOD-Net (Li et al. 2017), K-estimation + J = K*I - K + 1", b=1.0)
+    reg.register(
+        "dehazenet",
+        DehazeNet,
+        "DehazeNet (Cai et al. 2016), CNN transmission + guided filter",
+        radius=50, eps=1e-3, t_min=0.1, airlight="dark_channel",
+    )
+    reg.register(
+        "griddehazenet",
+        GridDehazeNet,
+        "GridDehazeNet (Liu et al. 2019), 3 x 6 grid, attention fusion",
+        height=3, width=6, depth_rate=16, num_dense_layer=4, growth_rate=16,
+    )
     return reg
 
 
