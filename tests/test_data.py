@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import SHARED_DATA as SHARED
 from PIL import Image
 
 from hazefree.data import (
@@ -20,7 +20,6 @@ from hazefree.data import (
     synthesize_haze,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not available")
 
 

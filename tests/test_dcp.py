@@ -8,25 +8,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SHARED_DATA as SHARED
 from PIL import Image
 
 from hazefree.metrics import psnr, ssim
 from hazefree.models.dcp import DarkChannelPrior
 from hazefree.physics import add_haze
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SOTS = SHARED / "sots_indoor"
 needs_shared = pytest.mark.skipif(not SOTS.is_dir(), reason="../shared/data/sots_indoor not available")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # This machine's 2 cores are shared with other jobs; there, 2 intra-op threads waiting on each
-    # other made float64 elementwise work ~10x slower than 1 thread (measured). Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _read(path: Path) -> torch.Tensor:

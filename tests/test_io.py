@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import SHARED_DATA
 from PIL import Image, ImageOps
 
 from hazefree import io as hio
@@ -27,8 +28,6 @@ from hazefree.io import (
     transmission_path_for,
     write_image,
 )
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SHARED_DATA as SHARED
 from PIL import Image
 from scipy.signal import correlate2d
 from skimage.metrics import structural_similarity
 
 from hazefree.metrics import psnr, rgb_to_y, ssim
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SOTS = SHARED / "sots_indoor"
 needs_shared = pytest.mark.skipif(not SOTS.is_dir(), reason="../shared/data/sots_indoor not available")
 SOTS_NAMES = ("1400_1.png", "1401_2.png", "1405_6.png")
@@ -62,16 +62,6 @@ def _sk_ssim(a: np.ndarray, b: np.ndarray, variant: str = "skimage") -> float:
     return structural_similarity(
         a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=axis
     )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # This machine's 2 cores are shared with other jobs; there, 2 intra-op threads waiting on each
-    # other made float64 elementwise work ~10x slower than 1 thread (measured). Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,7 @@ class TestWeightFiles:
 
         path = tmp_path / "evil.pt"
         with open(path, "wb") as f:
-            pickle.dump({"model": Evil()}, f)
+            pickle.dump({"model": Evil()}, f, protocol=2)
         with pytest.raises(CheckpointError, match="refused to load"):
             models.load_weights(path)
         assert not marker.exists()

@@ -16,13 +16,12 @@ Tolerances (float64 unless stated; each measured on the images used here):
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SHARED_DATA as SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -35,21 +34,10 @@ from hazefree.ops import (
     guided_filter,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SOTS_HAZY = SHARED / "sots_indoor" / "hazy"
 
 _LUMA = np.array([0.299, 0.587, 0.114])
 _EXPLICIT_BACKWARD = "_GuidedFilterFunctionBackward"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # This machine's 2 cores are shared with other jobs; there, 2 intra-op threads waiting on each
-    # other made float64 elementwise work ~10x slower than 1 thread (measured). Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------------------------

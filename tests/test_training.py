@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import make_paired_dataset
 
 from hazefree import models
 from hazefree.models.weights import load_weights
@@ -21,18 +21,7 @@ TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None}
 
 
 def _dataset(root: Path, n: int = 4, size: int = 40) -> Path:
-    """Smooth random scenes with synthetic haze, RESIDE-style names."""
-    rng = np.random.default_rng(0)
-    (root / "hazy").mkdir(parents=True)
-    (root / "clear").mkdir(parents=True)
-    for i in range(n):
-        base = rng.random((5, 5, 3))
-        clear = np.asarray(Image.fromarray((base * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR))
-        Image.fromarray(clear).save(root / "clear" / f"{100 + i}.png")
-        t = np.linspace(0.3, 0.9, size)[None, :, None]
-        hazy = clear / 255.0 * t + 0.85 * (1 - t)
-        Image.fromarray((hazy * 255).round().astype(np.uint8)).save(root / "hazy" / f"{100 + i}_1.png")
-    return root
+    return make_paired_dataset(root, n, size)
 
 
 def _cfg(tmp_path: Path, objective="pix2pix", steps=4, **kw) -> TrainConfig:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import make_paired_dataset
 
 from hazefree import models
-from hazefree.models import DehazeOutput, FFANet, MSBDN
+from hazefree.models import MSBDN, DehazeOutput, FFANet
 from hazefree.models.ffa_net import HAZY_MEAN, HAZY_STD
 from hazefree.training import Trainer, load_config
 
@@ -32,18 +32,7 @@ def nets() -> dict[str, torch.nn.Module]:
 
 
 def _dataset(root: Path, n: int = 2, size: int = 40) -> Path:
-    """Smooth random scenes with synthetic haze, RESIDE-style names (as in test_training.py)."""
-    rng = np.random.default_rng(0)
-    (root / "hazy").mkdir(parents=True)
-    (root / "clear").mkdir(parents=True)
-    for i in range(n):
-        base = rng.random((5, 5, 3))
-        clear = np.asarray(Image.fromarray((base * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR))
-        Image.fromarray(clear).save(root / "clear" / f"{100 + i}.png")
-        t = np.linspace(0.3, 0.9, size)[None, :, None]
-        hazy = clear / 255.0 * t + 0.85 * (1 - t)
-        Image.fromarray((hazy * 255).round().astype(np.uint8)).save(root / "hazy" / f"{100 + i}_1.png")
-    return root
+    return make_paired_dataset(root, n, size)
 
 
 class TestRegistry:

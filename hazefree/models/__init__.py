@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from . import weights as _weights
 from .aod_net import AODNet
 from .dcp import DarkChannelPrior
 from .dehazenet import DehazeNet
@@ -27,7 +28,6 @@ from .guided_pix2pix import GuidedPix2Pix, PatchDiscriminator, UNetGenerator
 from .msbdn import MSBDN
 from .outputs import DehazeOutput
 from .registry import Registry
-from . import weights as _weights
 from .weights import CheckpointError, load_weights, save_weights
 
 __all__ = [

@@ -17,7 +17,9 @@ from safetensors.torch import load_file as _st_load
 from safetensors.torch import save_file as _st_save
 from torch import nn
 
-from ..io import atomic_write  # the helper lives in hazefree.io; kept importable from here
+from ..io import (
+    atomic_write,  # the helper lives in hazefree.io; kept importable from here
+)
 
 __all__ = ["CheckpointError", "save_weights", "load_weights", "load_state_strict", "shipped_path"]
 
