@@ -25,23 +25,12 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
 
 from hazefree.ops import fast_guided_filter, guided_filter
 
 RADIUS, EPS = 60, 1e-4
 FAST_SCALE = 4
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (Linux), else what platform reports."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:

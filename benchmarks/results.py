@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
 
 from hazefree import __version__, models
 from hazefree.evaluation import (
@@ -58,18 +59,6 @@ def shipped_methods() -> list[str]:
     # not allocate tens of millions of weights.
     with torch.device("meta"):
         return [name for name in models.available() if models.has_pretrained(name)]
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (Linux), else what platform reports."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def git_commit() -> str:
