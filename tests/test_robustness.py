@@ -169,3 +169,17 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path):
     b = load_weights(run / "checkpoints" / final / "generator.safetensors")[0]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_large_image_at_working_resolution():
+    """A 12-megapixel photo: the U-Net runs at its working size, t and J come back at full size."""
+    torch.manual_seed(0)
+    net = models.create("guided-pix2pix").eval()
+    y = torch.linspace(0, 1, 3000).view(1, 1, 3000, 1)
+    x = torch.linspace(0, 1, 4000).view(1, 1, 1, 4000)
+    image = torch.cat([0.6 + 0.3 * y * x, 0.5 + 0.4 * x.expand(1, 1, 3000, 4000), 0.7 - 0.2 * y.expand(1, 1, 3000, 4000)], 1)
+    with torch.no_grad():
+        out = net(image)
+    assert out.coarse_transmission.shape[-2:] == (384, 512)
+    assert out.clear.shape == image.shape and out.transmission.shape == (1, 1, 3000, 4000)
+    assert torch.isfinite(out.clear).all() and 0 <= out.clear.min() and out.clear.max() <= 1
