@@ -442,7 +442,9 @@ class TestHazeDensity:
 # ---------------------------------------------------------------------------- results script
 
 
-def _load_results_script():
+def _load_results_script(monkeypatch):
+    # The script imports its sibling benchmarks/machine.py, as it does when run as `python benchmarks/results.py`.
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location("results_script", REPO / "benchmarks" / "results.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -450,15 +452,15 @@ def _load_results_script():
 
 
 class TestResultsScript:
-    def test_shipped_methods(self):
+    def test_shipped_methods(self, monkeypatch):
         from hazefree import models
 
-        script = _load_results_script()
+        script = _load_results_script(monkeypatch)
         names = script.shipped_methods()
         assert "dcp" in names and all(models.has_pretrained(n) for n in names)
 
-    def test_small_run(self, paired, photos, tmp_path, capsys):
-        script = _load_results_script()
+    def test_small_run(self, paired, photos, tmp_path, capsys, monkeypatch):
+        script = _load_results_script(monkeypatch)
         out = tmp_path / "docs"
         code = script.main(["--data-root", str(tmp_path), "--sets", "pairs", "--real-sets", "photos",
                             "--methods", "dcp", "--out", str(out)])
