@@ -110,6 +110,9 @@ class TrainConfig:
     image_every: int = 500
     threads: int | None = None
     out: str = "runs/guided-pix2pix"
+    # Weights (safetensors) the model starts from instead of its random initialisation: a second
+    # training stage on top of a previous run's best.safetensors. --resume takes precedence.
+    init: str | None = None
 
 
 # Per-model defaults, applied before the YAML file and the command line.
@@ -399,6 +402,9 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.model = models.create(cfg.model, **cfg.model_options)
+        if cfg.init and not resume:
+            state, _ = load_weights(cfg.init)
+            load_state_strict(self.model, state, cfg.init)
         wrap = self._ddp if self.world > 1 else (lambda m: m)
         if cfg.objective == "pix2pix":
             self.objective: Objective = Pix2PixObjective(self.model, cfg, wrap)

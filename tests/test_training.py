@@ -104,6 +104,22 @@ class TestTrainer:
         for k in ("loss_g", "loss_d", "val_psnr"):
             assert result[k] == pytest.approx(ref_result[k], rel=0, abs=0)
 
+    def test_init_from_weights(self, tmp_path):
+        first = _cfg(tmp_path, steps=2)
+        Trainer(first, progress=False).fit()
+        best = Path(first.out) / "best.safetensors"
+        second = _cfg(tmp_path, steps=2, out=str(tmp_path / "stage2"), init=str(best), seed=7)
+        tr = Trainer(second, progress=False)
+        for k, v in load_weights(best)[0].items():
+            torch.testing.assert_close(tr.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+        with pytest.raises(Exception, match="no such file"):
+            Trainer(_cfg(tmp_path, out=str(tmp_path / "bad"), init=str(tmp_path / "missing.safetensors")),
+                    progress=False)
+
+    def test_committed_stage2_config_loads(self):
+        cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "guided-pix2pix-stage2.yaml")
+        assert cfg.init and cfg.optim.schedule == "cosine" and cfg.out != "runs/guided-pix2pix"
+
     def test_one_step_each_preset(self, tmp_path):
         for name, crop in (("guided-pix2pix", 64), ("guided-pix2pix-paper", 256)):
             cfg = load_config(model=name, overrides=[
