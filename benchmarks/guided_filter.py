@@ -16,33 +16,23 @@ import argparse
 import gc
 import os
 import platform
-import statistics
 import sys
-import time
 from typing import Callable
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
+from machine import (  # benchmarks/machine.py (scripts run from this folder)
+    cpu_model,
+    load_average,
+    median_ms,
+)
 
 from hazefree.ops import fast_guided_filter, guided_filter
 
 RADIUS, EPS = 60, 1e-4
 FAST_SCALE = 4
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` in ms over ``repeats`` runs, after one untimed warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def _inputs(h: int, w: int, channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,9 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(args.threads)
 
     print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; torch/OpenCV threads: {args.threads}")
-    if hasattr(os, "getloadavg"):
-        # Shared machines: other jobs' load changes the numbers, so it is part of the record.
-        print("Load average at start (1/5/15 min): " + " / ".join(f"{v:.2f}" for v in os.getloadavg()))
+    print(f"Load average at start (1/5/15 min): {load_average()}")
     print(
         f"Versions: Python {platform.python_version()}, torch {torch.__version__}, "
         f"OpenCV {cv2.__version__}, NumPy {np.__version__}"

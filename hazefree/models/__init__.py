@@ -140,7 +140,8 @@ def load(name: str, **options: Any) -> nn.Module:
         return model.eval()
     shipped = [n for n in available() if _weights.shipped_path(n).is_file()]
     raise FileNotFoundError(
-        f"no pretrained weights are shipped for {name!r}; models with weights: {', '.join(shipped)}"
+        f"no pretrained weights are shipped for {name!r}; models with weights: {', '.join(shipped) or 'none'}; "
+        f"or give a weights file written by hazefree train"
     )
 
 
