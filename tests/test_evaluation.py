@@ -371,6 +371,10 @@ class TestGridAndReport:
                             str(tmp_path / "g.png"), "--grid-images", "2")
         assert code == 0, err
         grid = Image.open(tmp_path / "g.png")
+        readme.write_text("no markers\n")
+        with pytest.raises(SystemExit, match="no '<!-- results:start -->'"):
+            script.main(["--data-root", str(tmp_path), "--sets", "pairs", "--real-sets", "",
+                         "--methods", "dcp", "--out", str(out), "--readme", str(readme)])
         tile_w = round(W * 160 / H)  # tiles are 160 px high, aspect kept
         # 2 paired rows (hazy | dcp | ground truth) and 2 hazy-only rows (hazy | dcp)
         assert grid.size == (GRID_GAP + 3 * (tile_w + GRID_GAP),
@@ -462,13 +466,23 @@ class TestResultsScript:
     def test_small_run(self, paired, photos, tmp_path, capsys, monkeypatch):
         script = _load_results_script(monkeypatch)
         out = tmp_path / "docs"
+        readme = tmp_path / "README.md"
+        readme.write_text("# x\n\n<!-- results:start -->\nold table\n<!-- results:end -->\n\ntail\n")
         code = script.main(["--data-root", str(tmp_path), "--sets", "pairs", "--real-sets", "photos",
-                            "--methods", "dcp", "--out", str(out)])
+                            "--methods", "dcp", "--out", str(out), "--readme", str(readme)])
         assert code == 0
+        updated = readme.read_text()
+        assert "old table" not in updated and updated.startswith("# x") and updated.endswith("\ntail\n")
+        block = updated[updated.index("results:start"):updated.index("results:end")]
+        assert "| pairs (3) |" in block and "the paper's numbers, not ours" in block and "--methods dcp" in block
         text = (out / "results.md").read_text()
         assert "| pairs (3) |" in text and "| photos (2) |" in text and "GP2P-G (paper)" in text
         assert text.index("(ours)") < text.index("the paper's, not ours")  # ours first, then theirs
         assert "protocol: RGB" in text and "hardware:" in text and "![" in text
+        readme.write_text("no markers\n")
+        with pytest.raises(SystemExit, match="no '<!-- results:start -->'"):
+            script.main(["--data-root", str(tmp_path), "--sets", "pairs", "--real-sets", "",
+                         "--methods", "dcp", "--out", str(out), "--readme", str(readme)])
         tile_w = round(W * 160 / H)
         assert Image.open(out / "grid_real.png").size == (GRID_GAP + 2 * (tile_w + GRID_GAP),
                                                           GRID_GAP + 2 * (160 + GRID_CAPTION + GRID_GAP))
