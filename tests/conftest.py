@@ -12,3 +12,12 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def zoo() -> dict[str, torch.nn.Module]:
+    """The five published baseline dehazers, built once (MSBDN alone has 31 M parameters)."""
+    from hazefree import models
+
+    torch.manual_seed(0)
+    return {name: models.create(name) for name in ("aod-net", "dehazenet", "griddehazenet", "msbdn", "ffa-net")}

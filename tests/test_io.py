@@ -461,23 +461,24 @@ class TestWrite:
             write_image(tmp_path / "x.png", torch.rand(1, 3, 4, 4), a)
         assert not (tmp_path / "x.png").exists()
 
-    def test_input_checks(self, tmp_path):
-        with pytest.raises(ValueError, match="channels"):
-            write_image(tmp_path / "x.png", torch.rand(1, 2, 4, 4))
-        with pytest.raises(ValueError, match="one image"):
-            write_image(tmp_path / "x.png", torch.rand(2, 3, 4, 4))
-        with pytest.raises(ValueError, match="alpha must be"):
-            write_image(tmp_path / "x.png", torch.rand(1, 3, 4, 4), torch.rand(1, 1, 4, 5))
-        with pytest.raises(TypeError):
-            write_image(tmp_path / "x.png", [[0.5]])
-        with pytest.raises(ValueError, match="bit_depth"):
-            write_image(tmp_path / "x.png", torch.rand(1, 3, 4, 4), bit_depth=12)
-        with pytest.raises(ValueError, match="extension"):
-            write_image(tmp_path / "x.xyz", torch.rand(1, 3, 4, 4))
-        with pytest.raises(ValueError, match="GIF"):
-            write_image(tmp_path / "x.gif", torch.rand(1, 3, 4, 4))
-        with pytest.raises(ValueError, match="alpha"):
-            write_image(tmp_path / "x.jpg", torch.rand(1, 3, 4, 4), torch.rand(1, 1, 4, 4))
+    @pytest.mark.parametrize(
+        ("name", "image", "kwargs", "error", "match"),
+        [
+            ("x.png", (1, 2, 4, 4), {}, ValueError, "channels"),
+            ("x.png", (2, 3, 4, 4), {}, ValueError, "one image"),
+            ("x.png", (1, 3, 4, 4), {"alpha": (1, 1, 4, 5)}, ValueError, "alpha must be"),
+            ("x.png", None, {}, TypeError, None),
+            ("x.png", (1, 3, 4, 4), {"bit_depth": 12}, ValueError, "bit_depth"),
+            ("x.xyz", (1, 3, 4, 4), {}, ValueError, "extension"),
+            ("x.gif", (1, 3, 4, 4), {}, ValueError, "GIF"),
+            ("x.jpg", (1, 3, 4, 4), {"alpha": (1, 1, 4, 4)}, ValueError, "alpha"),
+        ],
+    )
+    def test_input_checks(self, tmp_path, name, image, kwargs, error, match):
+        image = [[0.5]] if image is None else torch.rand(*image)
+        kwargs = {k: torch.rand(*v) if k == "alpha" else v for k, v in kwargs.items()}
+        with pytest.raises(error, match=match):
+            write_image(tmp_path / name, image, **kwargs)
         assert list(tmp_path.iterdir()) == []
 
     def test_explicit_format(self, tmp_path):

@@ -95,7 +95,35 @@ class _Up(nn.Module):
         return self.act(self.deconv(x))
 
 
-class _EncoderFusion(nn.Module):
+class _BackProjection(nn.Module):
+    """Shared step of the DFF modules: for the earlier feature ``k`` levels away,
+    ``f = f + back^k(to^k(f) - earlier)``, where ``to`` carries a feature one level towards the
+    earlier ones and ``back`` returns it (back-projection of the error, Dong et al. 2020, DFF module)."""
+
+    levels: int
+
+    def paths(self) -> tuple[nn.ModuleList, nn.ModuleList]:
+        """(``to``, ``back``) module lists, one module per level."""
+        raise NotImplementedError
+
+    def forward(self, ft: Tensor, earlier: list[Tensor]) -> Tensor:
+        if len(earlier) != self.levels:
+            raise ValueError(f"expected {self.levels} earlier features, got {len(earlier)}")
+        to, back = self.paths()
+        fused = ft
+        for i, feature in enumerate(earlier):
+            depth = self.levels - i
+            err = fused
+            for j in range(depth):
+                err = to[j](err)
+            err = err - feature
+            for j in reversed(range(depth)):
+                err = back[j](err)
+            fused = fused + err
+        return fused
+
+
+class _EncoderFusion(_BackProjection):
     """Encoder DFF module (official ``Encoder_MDCBlock1``, mode ``iter2``).
 
     Refines a new low-resolution feature ``f`` (``channels`` wide) with the ``levels`` earlier,
@@ -110,23 +138,11 @@ class _EncoderFusion(nn.Module):
         self.up_convs = nn.ModuleList(_Up(channels >> i, channels >> (i + 1)) for i in range(levels))
         self.down_convs = nn.ModuleList(_Down(channels >> (i + 1), channels >> i) for i in range(levels))
 
-    def forward(self, ft: Tensor, earlier: list[Tensor]) -> Tensor:
-        if len(earlier) != self.levels:
-            raise ValueError(f"expected {self.levels} earlier features, got {len(earlier)}")
-        fused = ft
-        for i, feature in enumerate(earlier):
-            depth = self.levels - i
-            err = fused
-            for j in range(depth):
-                err = self.up_convs[j](err)
-            err = err - feature
-            for j in reversed(range(depth)):
-                err = self.down_convs[j](err)
-            fused = fused + err
-        return fused
+    def paths(self) -> tuple[nn.ModuleList, nn.ModuleList]:
+        return self.up_convs, self.down_convs
 
 
-class _DecoderFusion(nn.Module):
+class _DecoderFusion(_BackProjection):
     """Decoder DFF module (official ``Decoder_MDCBlock1``, mode ``iter2``).
 
     The mirror image of :class:`_EncoderFusion`: refines a new high-resolution decoder feature with
@@ -140,20 +156,8 @@ class _DecoderFusion(nn.Module):
         self.down_convs = nn.ModuleList(_Down(channels << i, channels << (i + 1)) for i in range(levels))
         self.up_convs = nn.ModuleList(_Up(channels << (i + 1), channels << i) for i in range(levels))
 
-    def forward(self, ft: Tensor, earlier: list[Tensor]) -> Tensor:
-        if len(earlier) != self.levels:
-            raise ValueError(f"expected {self.levels} earlier features, got {len(earlier)}")
-        fused = ft
-        for i, feature in enumerate(earlier):
-            depth = self.levels - i
-            err = fused
-            for j in range(depth):
-                err = self.down_convs[j](err)
-            err = err - feature
-            for j in reversed(range(depth)):
-                err = self.up_convs[j](err)
-            fused = fused + err
-        return fused
+    def paths(self) -> tuple[nn.ModuleList, nn.ModuleList]:
+        return self.down_convs, self.up_convs
 
 
 class MSBDN(nn.Module):
