@@ -475,6 +475,7 @@ class TestResultsScript:
         assert "old table" not in updated and updated.startswith("# x") and updated.endswith("\ntail\n")
         block = updated[updated.index("results:start"):updated.index("results:end")]
         assert "| pairs (3) |" in block and "the paper's numbers, not ours" in block and "--methods dcp" in block
+        assert "hazy input" in block.split("Published values")[0]  # the input scored beside the methods
         text = (out / "results.md").read_text()
         assert "| pairs (3) |" in text and "| photos (2) |" in text and "GP2P-G (paper)" in text
         assert text.index("(ours)") < text.index("the paper's, not ours")  # ours first, then theirs

@@ -140,6 +140,13 @@ class TestWeightFiles:
 # ------------------------------------------------------------------------------ shipped weights
 
 LEARNED = ["guided-pix2pix", "aod-net"]
+# What each shipped model beats on which evaluation sets (the README's table): the default model
+# beats DCP (its quality bar is DCP + 3 dB); the tiny AOD-Net (1,761 parameters) improves on the
+# hazy input of the densely hazed RESIDE sets, but not on sots_outdoor's light haze or RICE1's clouds.
+STANDING = {
+    "guided-pix2pix": ("dcp", ("sots_indoor", "rice1", "sots_outdoor")),
+    "aod-net": ("hazy", ("sots_indoor", "reside_outdoor_2levels")),
+}
 
 
 def _shipped(name: str) -> None:
@@ -179,20 +186,20 @@ class TestShippedWeights:
             assert out.clear.min() >= 0 and out.clear.max() <= 1
             assert psnr(out.clear, clear).item() > psnr(hazy, clear).item()
 
-    def test_beats_dcp_on_real_benchmarks(self, name):
-        """A regression guard on real evaluation pairs (a few per set, so it stays fast): the shipped
-        model must keep its lead over DCP measured by the README's table."""
+    def test_standing_on_real_benchmarks(self, name):
+        """A regression guard on real evaluation pairs (4 per set, so it stays fast): each shipped
+        model keeps the standing the README's table reports for it (STANDING)."""
         _shipped(name)
         from helpers import SHARED_DATA
 
-        from hazefree.evaluation import evaluate, resolve_method, summarize
+        from hazefree.evaluation import EvalMethod, evaluate, resolve_method, summarize
 
-        sets = [SHARED_DATA / s for s in ("sots_indoor", "rice1")]
+        reference, set_names = STANDING[name]
+        sets = [SHARED_DATA / s for s in set_names]
         if not all(s.is_dir() for s in sets):
             pytest.skip("../shared/data not present")
-        methods = [resolve_method("dcp"), resolve_method(name)]
+        methods = [EvalMethod.from_function("hazy", lambda x: x), resolve_method("dcp"), resolve_method(name)]
         for s in sets:
             stats = summarize(evaluate(s, methods, limit=4).rows)
-            ours, dcp = stats[(s.name, name)]["psnr"], stats[(s.name, "dcp")]["psnr"]
-            assert ours > dcp, f"{name} on {s.name}: {ours:.2f} dB, DCP {dcp:.2f} dB"
-
+            ours, ref = stats[(s.name, name)]["psnr"], stats[(s.name, reference)]["psnr"]
+            assert ours > ref, f"{name} on {s.name}: {ours:.2f} dB, {reference} {ref:.2f} dB"
