@@ -155,7 +155,7 @@ def readme_block(paired: Sequence[DatasetResult], labels: Sequence[str], protoco
         "",
         markdown_table(summary, list(labels)),
         "",
-        f"Protocol: {protocol.describe()}. Hardware: {hardware()}.",
+        f"Scoring {protocol.describe()}. Hardware: {hardware()}.",
         "",
         "Published values, Ma et al. 2021 Table I (**the paper's numbers, not ours**; full test sets, "
         "the authors' protocol and GPU-trained models):",
