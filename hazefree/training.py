@@ -402,7 +402,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.model = models.create(cfg.model, **cfg.model_options)
-        if cfg.init and not resume:
+        if cfg.init:  # a checkpoint found by --resume replaces these weights below
             state, _ = load_weights(cfg.init)
             load_state_strict(self.model, state, cfg.init)
         wrap = self._ddp if self.world > 1 else (lambda m: m)

@@ -109,9 +109,10 @@ class TestTrainer:
         Trainer(first, progress=False).fit()
         best = Path(first.out) / "best.safetensors"
         second = _cfg(tmp_path, steps=2, out=str(tmp_path / "stage2"), init=str(best), seed=7)
-        tr = Trainer(second, progress=False)
-        for k, v in load_weights(best)[0].items():
-            torch.testing.assert_close(tr.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+        for resume in (False, True):  # --resume without a checkpoint yet also starts from init
+            tr = Trainer(second, resume=resume, progress=False)
+            for k, v in load_weights(best)[0].items():
+                torch.testing.assert_close(tr.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
         with pytest.raises(Exception, match="no such file"):
             Trainer(_cfg(tmp_path, out=str(tmp_path / "bad"), init=str(tmp_path / "missing.safetensors")),
                     progress=False)
