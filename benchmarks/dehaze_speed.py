@@ -20,7 +20,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from machine import cpu_model, load_average, median_ms  # benchmarks/machine.py (scripts run from this folder)
+from machine import (  # benchmarks/machine.py (scripts run from this folder)
+    cpu_model,
+    load_average,
+    median_ms,
+)
 
 import hazefree
 from hazefree import models
@@ -40,12 +44,6 @@ def _photo(path: Path) -> torch.Tensor:
     return read_image(path).rgb
 
 
-def _default_methods() -> list[str]:
-    with torch.device("meta"):  # has_pretrained may build a model only to inspect it
-        shipped = [n for n in models.available() if models.has_pretrained(n)]
-    return [REFERENCE] + [n for n in shipped if n != REFERENCE]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", help="comma-separated (default: dcp and every model with shipped weights)")
@@ -54,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="a hazy photo (or a folder: its first)")
     args = parser.parse_args(argv)
-    methods = args.methods.split(",") if args.methods else _default_methods()
-    if REFERENCE not in methods:
-        methods.insert(0, REFERENCE)
+    methods = args.methods.split(",") if args.methods else models.pretrained()
+    methods = [REFERENCE] + [m for m in methods if m != REFERENCE]
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     torch.set_num_threads(args.threads)
     photo = _photo(args.image)

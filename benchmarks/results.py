@@ -1,8 +1,7 @@
 """Regenerate the README's results table: writes docs/results.md and docs/grid_real.png.
 
-Every method with shipped weights (``hazefree.models.available()`` filtered by
-``hazefree.models.has_pretrained``: today ``dcp``; a trained ``guided-pix2pix`` is picked up as soon
-as its weights ship) is scored with ``hazefree.evaluation`` on the five paired development sets
+Every method with shipped weights (``hazefree.models.pretrained()``: parameter-free ``dcp`` and
+every model whose weights ship in the package) is scored with ``hazefree.evaluation`` on the five paired development sets
 under the default protocol (RGB, Gaussian SSIM, no crop, clipped and 8-bit quantised). The report
 holds our table, per-set details with run times, the no-reference haze density on real hazy
 photos, the paper's Table I values (marked as the paper's), the protocol and the hardware. The grid
@@ -53,14 +52,6 @@ REPO = Path(__file__).resolve().parents[1]
 PAIRED_SETS = ("sots_indoor", "sots_outdoor", "reside_outdoor_2levels", "ohaze", "rice1")
 REAL_SETS = ("hsts_real", "rtts", "real_hazy_classic")
 INPUT_LABEL = "hazy input"
-
-
-def shipped_methods() -> list[str]:
-    """Registry models whose weights ship with the package (parameter-free models count)."""
-    # On the meta device: has_pretrained may build a model to count its parameters, which must
-    # not allocate tens of millions of weights.
-    with torch.device("meta"):
-        return [name for name in models.available() if models.has_pretrained(name)]
 
 
 def git_commit() -> str:
@@ -198,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     readme = args.readme or (REPO / "README.md" if args.out.resolve() == (REPO / "docs").resolve() else None)
 
-    names = _split(args.methods) if args.methods else shipped_methods()
+    names = _split(args.methods) if args.methods else models.pretrained()
     methods = [resolve_method(m) for m in names]
     if args.with_post:
         methods += [resolve_method(m, post) for m in names for post in ("rescale", "retinex")]

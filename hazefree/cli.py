@@ -382,10 +382,9 @@ def _run_models(args: argparse.Namespace) -> int:
     rows = [("NAME", "PARAMETERS", "WEIGHTS", "DESCRIPTION")]
     for name in models.available():
         # Built on the meta device: parameters are counted without allocating or initialising them.
-        # (has_pretrained may build the model too, hence inside the block).
         with torch.device("meta"):
             count = models.count_parameters(models.MODELS.build(name))
-            shipped = "yes" if models.has_pretrained(name) else "no"
+        shipped = "yes" if models.has_pretrained(name) else "no"
         rows.append((name, f"{count:,}", shipped, models.MODELS.get(name).summary))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for name, count, shipped, summary in rows:

@@ -452,13 +452,6 @@ def _load_results_script(monkeypatch):
 
 
 class TestResultsScript:
-    def test_shipped_methods(self, monkeypatch):
-        from hazefree import models
-
-        script = _load_results_script(monkeypatch)
-        names = script.shipped_methods()
-        assert "dcp" in names and all(models.has_pretrained(n) for n in names)
-
     def test_small_run(self, paired, photos, tmp_path, capsys, monkeypatch):
         script = _load_results_script(monkeypatch)
         out = tmp_path / "docs"

@@ -23,6 +23,12 @@ class TestRegistry:
         assert models.available("guided-*") == ["guided-pix2pix", "guided-pix2pix-paper"]
         assert isinstance(models.create("dcp"), models.DarkChannelPrior)
 
+    def test_pretrained_lists_usable_names(self):
+        names = models.pretrained()
+        assert "dcp" in names  # no parameters: nothing to ship
+        assert "guided-pix2pix-paper" not in names and "msbdn" not in names  # parameters, no weights
+        assert all(models.has_pretrained(n) for n in names)
+
     def test_unknown_name_lists_known(self):
         with pytest.raises(KeyError, match="available: .*guided-pix2pix"):
             models.create("no-such-model")
@@ -136,7 +142,6 @@ class TestWeightFiles:
             models.load_file(path)
 
 
-
 # ------------------------------------------------------------------------------ shipped weights
 
 LEARNED = ["guided-pix2pix", "aod-net"]
@@ -163,6 +168,7 @@ class TestShippedWeights:
         meta = models.load_weights(models.weights.shipped_path(name))[1]
         assert meta["model"] == name and json.loads(meta["options"]) is not None
         assert "configs/" in meta.get("note", ""), "shipped weights must name the config that trained them"
+        assert name in models.pretrained()
         if name == "guided-pix2pix":
             import hazefree
 

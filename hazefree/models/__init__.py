@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from . import weights as _weights
@@ -50,6 +51,7 @@ __all__ = [
     "load_weights",
     "count_parameters",
     "has_pretrained",
+    "pretrained",
     "MODELS",
 ]
 
@@ -122,7 +124,16 @@ def has_pretrained(name: str) -> bool:
     """True if the package ships weights for ``name`` (models without parameters count as shipped)."""
     if name not in MODELS:
         return False
-    return _weights.shipped_path(name).is_file() or count_parameters(MODELS.build(name)) == 0
+    if _weights.shipped_path(name).is_file():
+        return True
+    # Counted on the meta device: no memory is allocated or initialised for the parameters.
+    with torch.device("meta"):
+        return count_parameters(MODELS.build(name)) == 0
+
+
+def pretrained() -> list[str]:
+    """Registered names usable without a weights file: shipped weights or no parameters."""
+    return [name for name in available() if has_pretrained(name)]
 
 
 def load(name: str, **options: Any) -> nn.Module:
