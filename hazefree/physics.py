@@ -30,6 +30,7 @@ __all__ = [
     "airlight_max_luma",
     "airlight_dark_channel",
     "check_image",
+    "fit_haze_model",
 ]
 
 AirlightMethod = Literal["max_luma", "dark_channel"]
@@ -197,3 +198,44 @@ def estimate_airlight(image: Tensor, method: str = "max_luma") -> Tensor:
     if method == "dark_channel":
         return airlight_dark_channel(image)
     raise ValueError(f"unknown airlight method {method!r}; choose one of {AIRLIGHT_METHODS}")
+
+
+def fit_haze_model(
+    hazy: Tensor, clear: Tensor, airlights: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Recover a grey airlight A and the transmission t from a synthetic (hazy, clear) pair.
+
+    Inverts I = J t + A (1 - t) for a pair rendered with it (RESIDE, our synthetic haze): for each
+    candidate A the per-pixel least-squares t over the colour channels is
+    t = sum_c (I_c - A)(J_c - A) / sum_c (J_c - A)^2, and the A with the smallest re-rendering error
+    wins. Where J is close to A, t is undetermined and barely matters: any t renders I close to A.
+
+    Args:
+        hazy, clear: N x 3 x H x W in [0, 1].
+        airlights: candidate grey levels; default 0.50, 0.51, ..., 1.00.
+
+    Returns:
+        (airlight N x 3 x 1 x 1, transmission N x 1 x H x W in [0, 1], fit PSNR in dB (N,)); the fit
+        PSNR of the re-rendered hazy image tells whether the pair follows the scattering model at all
+        (RESIDE pairs: about 60 dB; real cloud or fog pairs: far lower).
+    """
+    check_image(hazy, "hazy")
+    check_image(clear, "clear")
+    if hazy.shape != clear.shape:
+        raise ValueError(f"hazy and clear differ in shape: {tuple(hazy.shape)} vs {tuple(clear.shape)}")
+    if airlights is None:
+        airlights = torch.linspace(0.5, 1.0, 51)
+    n = hazy.shape[0]
+    best_err = torch.full((n,), float("inf"), dtype=hazy.dtype, device=hazy.device)
+    best_a = torch.zeros(n, dtype=hazy.dtype, device=hazy.device)
+    best_t = torch.zeros_like(hazy[:, :1])
+    for a in airlights.tolist():
+        dj, di = clear - a, hazy - a
+        t = ((di * dj).sum(1, keepdim=True) / (dj.pow(2).sum(1, keepdim=True) + 1e-8)).clamp(0.0, 1.0)
+        err = (dj * t - di).pow(2).flatten(1).mean(1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_a = torch.where(better, torch.full_like(best_a, a), best_a)
+        best_t = torch.where(better.view(-1, 1, 1, 1), t, best_t)
+    fit_db = -10.0 * torch.log10(best_err.clamp_min(1e-12))
+    return best_a.view(n, 1, 1, 1).expand(n, 3, 1, 1).contiguous(), best_t, fit_db

@@ -63,6 +63,9 @@ class DataConfig:
     paired: list[str] = field(default_factory=list)
     synthetic: list[str] = field(default_factory=list)
     synthetic_per_sample: int = 8
+    # extra haze levels per synthetic pair, re-rendered from its recovered A and t (see PairBank)
+    rerender_per_pair: int = 0
+    rerender_beta_scale: tuple[float, float] = (0.5, 2.0)
     pair_pattern: str | None = None
     val_fraction: float = 0.1
     crop: int = 256
@@ -434,7 +437,10 @@ class Trainer:
         d = self.cfg.data
         pairs = [p for root in d.paired for p in find_pairs(root, d.pair_pattern).pairs]
         depth = [s for root in d.synthetic for s in find_depth_samples(root)]
-        return PairBank(pairs, depth, d.synthetic_per_sample, seed=self.cfg.seed, max_side=d.max_side)
+        return PairBank(
+            pairs, depth, d.synthetic_per_sample, seed=self.cfg.seed, max_side=d.max_side,
+            rerender_per_pair=d.rerender_per_pair, rerender_beta_scale=tuple(d.rerender_beta_scale),
+        )
 
     # checkpoints: RUN/checkpoints/step_000123/{<network>.safetensors, state.pt}
     def _ckpt_dir(self) -> Path:

@@ -210,3 +210,47 @@ class TestSampler:
         assert not torch.equal(hazy0, clear0)
         again = PairBank(depth_samples=find_depth_samples(tmp_path / "depthset"), synthetic_per_sample=3, seed=1)
         assert torch.equal(again.hazy[2], bank.hazy[2])
+
+
+class TestRerenderedHaze:
+    """PairBank(rerender_per_pair=K): new haze levels for pairs that follow the scattering model."""
+
+    def _reside_pair(self, root: Path, scene: int = 1410, a: float = 0.9) -> None:
+        rng = np.random.default_rng(scene)
+        clear = rng.uniform(0.0, 0.6, (24, 32, 3))
+        t = np.linspace(0.3, 0.95, 32)[None, :, None] * np.ones((24, 1, 1))
+        hazy = clear * t + a * (1 - t)
+        for folder, name, arr in (("hazy", f"{scene}_1.png", hazy), ("clear", f"{scene}.png", clear)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.round(arr * 255).astype(np.uint8)).save(root / folder / name)
+
+    def test_model_pairs_get_new_levels(self, tmp_path):
+        self._reside_pair(tmp_path)
+        bank = PairBank(find_pairs(tmp_path).pairs, rerender_per_pair=3, seed=0)
+        assert bank.names == ["1410_1", "1410_1_rr0", "1410_1_rr1", "1410_1_rr2"]
+        clear = bank.full(0)[1]
+        for i in range(1, 4):
+            hazy, c = bank.full(i)
+            assert torch.equal(c, clear)
+            assert (hazy - bank.full(0)[0]).abs().max() > 0.02  # another haze level
+            # still the scattering model with the pair's airlight: (I - A) / (J - A) is one t per pixel
+            t = (hazy - 0.9) / (clear - 0.9)
+            assert (t.max(1).values - t.min(1).values).abs().max() < 0.05
+
+    def test_deterministic_and_scene_grouped(self, tmp_path):
+        for scene in (1410, 1411, 1412):
+            self._reside_pair(tmp_path, scene)
+        pairs = find_pairs(tmp_path).pairs
+        bank = PairBank(pairs, rerender_per_pair=2, seed=4)
+        again = PairBank(pairs, rerender_per_pair=2, seed=4)
+        assert all(torch.equal(x, y) for x, y in zip(bank.hazy, again.hazy))
+        train, val = bank.split(0.34, seed=0)
+        scenes = lambda idx: {bank.names[i].split("_")[0] for i in idx}  # noqa: E731
+        assert len(val) == 3 and not scenes(train) & scenes(val)
+
+    def test_pairs_outside_the_model_are_kept_as_they_are(self, tmp_path):
+        for n in ("a.png", "b.png"):  # unrelated random images: not a rendering of each other
+            _img(tmp_path / "hazy" / n, seed=1)
+            _img(tmp_path / "clear" / n, seed=2)
+        bank = PairBank(find_pairs(tmp_path).pairs, rerender_per_pair=3)
+        assert bank.names == ["a", "b"]

@@ -16,6 +16,7 @@ from hazefree.physics import (
     check_image,
     dark_channel,
     estimate_airlight,
+    fit_haze_model,
     remove_haze,
     transmission_from_depth,
 )
@@ -239,3 +240,36 @@ class TestCheckImage:
     def test_add_haze_checks_clear(self):
         with pytest.raises(ValueError, match="clear contains NaN"):
             add_haze(torch.full((1, 3, 2, 2), float("nan")), torch.ones(1, 1, 2, 2), 0.8)
+
+
+class TestFitHazeModel:
+    """Recovering A and t from a pair rendered with the scattering model (re-rendered training haze)."""
+
+    def _render(self, a: float = 0.85, n: int = 2, size: int = 32):
+        gen = torch.Generator().manual_seed(0)
+        clear = torch.rand(n, 3, size, size, generator=gen) * 0.6  # clear colours well away from A
+        t = 0.2 + 0.8 * torch.rand(n, 1, size, size, generator=gen)
+        return add_haze(clear, t, a), clear, t
+
+    def test_recovers_airlight_and_transmission(self):
+        hazy, clear, t = self._render(a=0.85)
+        a, t_hat, fit_db = fit_haze_model(hazy, clear)
+        assert a.shape == (2, 3, 1, 1) and t_hat.shape == (2, 1, 32, 32)
+        assert torch.allclose(a, torch.full_like(a, 0.85), atol=1e-4)
+        assert (t_hat - t).abs().max().item() < 1e-3
+        assert (fit_db > 80).all()
+
+    def test_candidate_grid(self):
+        hazy, clear, _ = self._render(a=0.95)
+        a, _, _ = fit_haze_model(hazy, clear, airlights=torch.tensor([0.7, 0.95]))
+        assert torch.allclose(a, torch.full_like(a, 0.95))
+
+    def test_pair_outside_the_model_fits_poorly(self):
+        # a hue shift cannot be written as J t + A (1 - t) with a grey A
+        hazy, clear, _ = self._render()
+        fit_db = fit_haze_model(hazy[:, [1, 2, 0]], clear)[2]
+        assert (fit_db < 30).all()
+
+    def test_shape_mismatch(self):
+        with pytest.raises(ValueError, match="differ in shape"):
+            fit_haze_model(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
