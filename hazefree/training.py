@@ -623,6 +623,8 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set optim.lr=2e-4 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--validate", metavar="WEIGHTS",
+                   help="no training: score WEIGHTS on the config's validation split and print the metrics")
     p.set_defaults(func=run_train)
 
 
@@ -636,6 +638,13 @@ def run_train(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={json.dumps(value)}")
     if args.model not in models.MODELS:
         raise ValueError(f"unknown model {args.model!r}; available: {', '.join(models.available())}")
+    if args.validate is not None:
+        # the same held-out images and metric that chose each run's best.safetensors, so weights
+        # from different runs or stages can be compared on one split
+        overrides.append(f"init={args.validate}")
+        cfg = load_config(args.config, args.model, overrides)
+        print(json.dumps({"weights": args.validate, **Trainer(cfg, progress=False).validate()}))
+        return 0
     cfg = load_config(args.config, args.model, overrides)
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:

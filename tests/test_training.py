@@ -14,6 +14,7 @@ import torch
 from helpers import make_paired_dataset
 
 from hazefree import models
+from hazefree.cli import main as cli_main
 from hazefree.models.weights import load_weights
 from hazefree.training import TrainConfig, Trainer, load_config
 
@@ -84,6 +85,19 @@ class TestTrainer:
         best_info = json.loads((run / "best.json").read_text())
         assert best_info["step"] in (2, 4) and best_info["val_psnr"] >= result["val_psnr"] - 1e-9
         assert (run / "config.yaml").is_file() and list((run / "tensorboard").iterdir())
+
+    def test_validate_only_scores_weights_on_the_split(self, tmp_path, capsys):
+        cfg = _cfg(tmp_path)
+        Trainer(cfg, progress=False).fit()
+        best = Path(cfg.out) / "best.safetensors"
+        files_before = sorted(p for p in tmp_path.rglob("*"))
+        code = cli_main(["train", "guided-pix2pix", "--config", str(tmp_path / "cfg.yaml"), "--validate", str(best),
+                         "--out", str(tmp_path / "elsewhere")])
+        assert code == 0
+        scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        best_info = json.loads((Path(cfg.out) / "best.json").read_text())
+        assert scored["val_psnr"] == pytest.approx(best_info["val_psnr"], abs=1e-9)
+        assert sorted(p for p in tmp_path.rglob("*")) == files_before  # nothing written
 
     def test_lr_schedule(self, tmp_path):
         cfg = _cfg(tmp_path, "supervised", steps=5, optim={"lr": 1e-3, "lr_decay": 0.5, "lr_decay_every": 2})
