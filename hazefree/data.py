@@ -373,7 +373,9 @@ class CropSampler:
     state to save, and gives each DDP rank its own data.
 
     Augmentation: random scale in ``scale_range`` (images smaller than the crop are enlarged to fit),
-    horizontal flip, random crop of ``crop`` x ``crop``.
+    horizontal flip, random crop of ``crop`` x ``crop``; with ``channel_shuffle`` the same random
+    permutation of the colour channels for hazy and clear, which keeps I = J t + A (1 - t) exact
+    for a grey airlight and so adds scene colours without adding a haze the model cannot render.
     """
 
     def __init__(
@@ -385,12 +387,13 @@ class CropSampler:
         seed: int = 0,
         scale_range: tuple[float, float] = (1.0, 1.0),
         flip: bool = True,
+        channel_shuffle: bool = False,
     ) -> None:
         if not indices:
             raise ValueError("no training images after the validation split")
         self.bank, self.indices = bank, list(indices)
         self.crop, self.batch_size, self.seed = crop, batch_size, seed
-        self.scale_range, self.flip = scale_range, flip
+        self.scale_range, self.flip, self.channel_shuffle = scale_range, flip, channel_shuffle
 
     def batch(self, step: int, rank: int = 0) -> dict[str, Tensor]:
         gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1009 + rank) % 2**63)
@@ -422,4 +425,7 @@ class CropSampler:
         clear = clear[..., top : top + self.crop, left : left + self.crop]
         if self.flip and u[3] < 0.5:
             hazy, clear = hazy.flip(-1), clear.flip(-1)
+        if self.channel_shuffle:  # drawn only when enabled: other configs keep their batches
+            perm = torch.randperm(3, generator=gen)
+            hazy, clear = hazy[:, perm], clear[:, perm]
         return hazy, clear

@@ -66,6 +66,7 @@ class DataConfig:
     # extra haze levels per synthetic pair, re-rendered from its recovered A and t (see PairBank)
     rerender_per_pair: int = 0
     rerender_beta_scale: tuple[float, float] = (0.5, 2.0)
+    channel_shuffle: bool = False  # random colour-channel permutation of each crop (see CropSampler)
     pair_pattern: str | None = None
     val_fraction: float = 0.1
     crop: int = 256
@@ -423,7 +424,7 @@ class Trainer:
         train_idx, self.val_idx = self.bank.split(cfg.data.val_fraction, cfg.seed)
         self.val_idx = self.val_idx[: cfg.data.val_max_images]
         self.sampler = CropSampler(self.bank, train_idx, cfg.data.crop, cfg.batch_size, cfg.seed,
-                                   tuple(cfg.data.scale_range))
+                                   tuple(cfg.data.scale_range), channel_shuffle=cfg.data.channel_shuffle)
         self.step = 0
         self.best_psnr = float("-inf")
         if resume:

@@ -185,6 +185,22 @@ class TestSampler:
             b = s.batch(step)
             assert torch.equal(b["hazy"], b["clear"])
 
+    def test_channel_shuffle_permutes_both_alike(self, tmp_path):
+        bank = self._bank(tmp_path)
+        # batch size 1: the permutation is drawn after the crop, so both samplers cut the same crop
+        plain = CropSampler(bank, range(len(bank)), crop=16, batch_size=1, seed=3)
+        shuffled = CropSampler(bank, range(len(bank)), crop=16, batch_size=1, seed=3, channel_shuffle=True)
+        permuted = 0
+        for step in range(12):
+            a, b = plain.batch(step), shuffled.batch(step)
+            perms = [p for p in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+                     if torch.equal(a["hazy"][:, list(p)], b["hazy"])]
+            # one permutation, shared by the hazy and the clear crop
+            assert len(perms) == 1 and torch.equal(a["clear"][:, list(perms[0])], b["clear"])
+            permuted += perms[0] != (0, 1, 2)
+        assert permuted > 0
+        assert torch.equal(shuffled.batch(5)["hazy"], shuffled.batch(5)["hazy"])
+
     def test_small_images_are_enlarged(self, tmp_path):
         bank = self._bank(tmp_path, n=1, size=(12, 10))
         b = CropSampler(bank, [0], crop=32, batch_size=2).batch(0)
