@@ -294,6 +294,7 @@ class PairBank:
         rerender_min_fit_db: float = 55.0,
     ) -> None:
         self.names: list[str] = []
+        self.sources: list[str] = []  # the hazy folder of each pair ("synthetic" for depth renders)
         self.hazy: list[Tensor] = []
         self.clear: list[Tensor] = []
         # its own stream, so that enabling re-rendering leaves the depth-synthetic set unchanged
@@ -301,7 +302,7 @@ class PairBank:
         log_lo, log_hi = (math.log(v) for v in rerender_beta_scale)
         for p in pairs:
             h, c = load_pair(p)
-            self._add(p.name, h, c, max_side)
+            self._add(p.name, h, c, max_side, source=str(p.hazy.parent))
             if rerender_per_pair <= 0:
                 continue
             a, t, fit_db = fit_haze_model(h, c)
@@ -309,7 +310,7 @@ class PairBank:
                 continue
             for k in range(rerender_per_pair):
                 scale = math.exp(log_lo + (log_hi - log_lo) * torch.rand(1, generator=regen).item())
-                self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a), c, max_side)
+                self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a), c, max_side, source=str(p.hazy.parent))
         gen = torch.Generator().manual_seed(seed)
         for s in depth_samples:
             clear = read_image(s.clear).rgb
@@ -321,17 +322,18 @@ class PairBank:
                 tint = 1.0 + 0.1 * (u[2:5] - 0.5)
                 a = (level * tint).clamp(0.0, 1.0)
                 hazy, _ = synthesize_haze(clear, depth, beta, a)
-                self._add(f"{s.clear.stem}_syn{k}", hazy, clear, max_side)
+                self._add(f"{s.clear.stem}_syn{k}", hazy, clear, max_side, source="synthetic")
         if not self.names:
             raise ValueError("no training images: give at least one dataset folder")
 
-    def _add(self, name: str, hazy: Tensor, clear: Tensor, max_side: int | None) -> None:
+    def _add(self, name: str, hazy: Tensor, clear: Tensor, max_side: int | None, source: str) -> None:
         if max_side is not None and max(hazy.shape[-2:]) > max_side:
             s = max_side / max(hazy.shape[-2:])
             size = (round(hazy.shape[-2] * s), round(hazy.shape[-1] * s))
             hazy = F.interpolate(hazy, size=size, mode="bilinear", antialias=True, align_corners=False)
             clear = F.interpolate(clear, size=size, mode="bilinear", antialias=True, align_corners=False)
         self.names.append(name)
+        self.sources.append(source)
         self.hazy.append(_to_uint8(hazy))
         self.clear.append(_to_uint8(clear))
 
@@ -373,7 +375,10 @@ class CropSampler:
     state to save, and gives each DDP rank its own data.
 
     Augmentation: random scale in ``scale_range`` (images smaller than the crop are enlarged to fit),
-    horizontal flip, random crop of ``crop`` x ``crop``; with ``channel_shuffle`` the same random
+    horizontal flip, random crop of ``crop`` x ``crop``. With ``balance_sources`` each sample first
+    draws a source (a dataset folder, or the depth-synthetic set) uniformly, then an image of it, so
+    a large source (e.g. re-rendered RESIDE levels) does not crowd out a small one (RICE). With
+    ``channel_shuffle`` the same random
     permutation of the colour channels for hazy and clear, which keeps I = J t + A (1 - t) exact
     for a grey airlight and so adds scene colours without adding a haze the model cannot render.
     """
@@ -388,18 +393,26 @@ class CropSampler:
         scale_range: tuple[float, float] = (1.0, 1.0),
         flip: bool = True,
         channel_shuffle: bool = False,
+        balance_sources: bool = False,
     ) -> None:
         if not indices:
             raise ValueError("no training images after the validation split")
         self.bank, self.indices = bank, list(indices)
         self.crop, self.batch_size, self.seed = crop, batch_size, seed
         self.scale_range, self.flip, self.channel_shuffle = scale_range, flip, channel_shuffle
+        groups: dict[str, list[int]] = {}
+        for i in self.indices:
+            groups.setdefault(bank.sources[i], []).append(i)
+        self.groups = [groups[k] for k in sorted(groups)] if balance_sources else [self.indices]
 
     def batch(self, step: int, rank: int = 0) -> dict[str, Tensor]:
         gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1009 + rank) % 2**63)
         hazy, clear = [], []
         for _ in range(self.batch_size):
-            i = self.indices[int(torch.randint(len(self.indices), (1,), generator=gen))]
+            group = self.groups[0]
+            if len(self.groups) > 1:  # only then an extra draw: unbalanced runs keep their batches
+                group = self.groups[int(torch.randint(len(self.groups), (1,), generator=gen))]
+            i = group[int(torch.randint(len(group), (1,), generator=gen))]
             h, c = self._crop(_to_float(self.bank.hazy[i]), _to_float(self.bank.clear[i]), gen)
             hazy.append(h)
             clear.append(c)

@@ -67,6 +67,7 @@ class DataConfig:
     rerender_per_pair: int = 0
     rerender_beta_scale: tuple[float, float] = (0.5, 2.0)
     channel_shuffle: bool = False  # random colour-channel permutation of each crop (see CropSampler)
+    balance_sources: bool = False  # draw each dataset folder / the synthetic set equally often
     pair_pattern: str | None = None
     val_fraction: float = 0.1
     crop: int = 256
@@ -424,7 +425,8 @@ class Trainer:
         train_idx, self.val_idx = self.bank.split(cfg.data.val_fraction, cfg.seed)
         self.val_idx = self.val_idx[: cfg.data.val_max_images]
         self.sampler = CropSampler(self.bank, train_idx, cfg.data.crop, cfg.batch_size, cfg.seed,
-                                   tuple(cfg.data.scale_range), channel_shuffle=cfg.data.channel_shuffle)
+                                   tuple(cfg.data.scale_range), channel_shuffle=cfg.data.channel_shuffle,
+                                   balance_sources=cfg.data.balance_sources)
         self.step = 0
         self.best_psnr = float("-inf")
         if resume:

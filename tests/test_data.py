@@ -201,6 +201,23 @@ class TestSampler:
         assert permuted > 0
         assert torch.equal(shuffled.batch(5)["hazy"], shuffled.batch(5)["hazy"])
 
+    def test_balance_sources(self, tmp_path):
+        for i in range(9):  # a large source and a small one
+            _img(tmp_path / "big" / "hazy" / f"{i}.png", seed=i)
+            _img(tmp_path / "big" / "clear" / f"{i}.png", seed=i)
+        _img(tmp_path / "small" / "hazy" / "s.png", value=7)
+        _img(tmp_path / "small" / "clear" / "s.png", value=7)
+        bank = PairBank(find_pairs(tmp_path / "big").pairs + find_pairs(tmp_path / "small").pairs)
+        assert bank.sources == [str(tmp_path / "big" / "hazy")] * 9 + [str(tmp_path / "small" / "hazy")]
+
+        def small_share(balance: bool) -> float:
+            s = CropSampler(bank, range(10), crop=8, batch_size=50, seed=0, balance_sources=balance)
+            hazy = torch.cat([s.batch(k)["hazy"] for k in range(4)])
+            return (hazy.flatten(1).std(1) == 0).float().mean().item()  # the flat image is the small source
+
+        assert small_share(True) == pytest.approx(0.5, abs=0.1)
+        assert small_share(False) == pytest.approx(0.1, abs=0.06)
+
     def test_small_images_are_enlarged(self, tmp_path):
         bank = self._bank(tmp_path, n=1, size=(12, 10))
         b = CropSampler(bank, [0], crop=32, batch_size=2).batch(0)
