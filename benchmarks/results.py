@@ -1,12 +1,12 @@
 """Regenerate the README's results table: writes docs/results.md and docs/grid_real.png.
 
 Every method with shipped weights (``hazefree.models.pretrained()``: parameter-free ``dcp`` and
-every model whose weights ship in the package) is scored with ``hazefree.evaluation`` on the five paired development sets
-under the default protocol (RGB, Gaussian SSIM, no crop, clipped and 8-bit quantised). The report
-holds our table, per-set details with run times, the no-reference haze density on real hazy
-photos, the paper's Table I values (marked as the paper's), the protocol and the hardware. The grid
-shows a few real hazy photos (hsts_real, rtts, real_hazy_classic): hazy | each method, with the
-haze density under every tile.
+every model whose weights ship in the package) is scored with ``hazefree.evaluation`` on the five
+paired development sets under the default protocol (RGB, scikit-image SSIM, no crop, clipped and
+8-bit quantised). The report holds our table, per-set details with run times, the no-reference
+haze density on real hazy photos, the paper's Table I values (marked as the paper's), the protocol
+and the hardware. The grid shows a few real hazy photos (hsts_real, rtts, real_hazy_classic):
+hazy | each method, with the haze density under every tile.
 
 Usage:
     OMP_NUM_THREADS=2 python benchmarks/results.py                       # everything (minutes)

@@ -302,7 +302,8 @@ class PairBank:
         log_lo, log_hi = (math.log(v) for v in rerender_beta_scale)
         for p in pairs:
             h, c = load_pair(p)
-            self._add(p.name, h, c, max_side, source=str(p.hazy.parent))
+            source = str(p.hazy.parent)
+            self._add(p.name, h, c, max_side, source)
             if rerender_per_pair <= 0:
                 continue
             a, t, fit_db = fit_haze_model(h, c)
@@ -310,7 +311,7 @@ class PairBank:
                 continue
             for k in range(rerender_per_pair):
                 scale = math.exp(log_lo + (log_hi - log_lo) * torch.rand(1, generator=regen).item())
-                self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a), c, max_side, source=str(p.hazy.parent))
+                self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a), c, max_side, source)
         gen = torch.Generator().manual_seed(seed)
         for s in depth_samples:
             clear = read_image(s.clear).rgb
@@ -322,7 +323,7 @@ class PairBank:
                 tint = 1.0 + 0.1 * (u[2:5] - 0.5)
                 a = (level * tint).clamp(0.0, 1.0)
                 hazy, _ = synthesize_haze(clear, depth, beta, a)
-                self._add(f"{s.clear.stem}_syn{k}", hazy, clear, max_side, source="synthetic")
+                self._add(f"{s.clear.stem}_syn{k}", hazy, clear, max_side, "synthetic")
         if not self.names:
             raise ValueError("no training images: give at least one dataset folder")
 
@@ -378,9 +379,9 @@ class CropSampler:
     horizontal flip, random crop of ``crop`` x ``crop``. With ``balance_sources`` each sample first
     draws a source (a dataset folder, or the depth-synthetic set) uniformly, then an image of it, so
     a large source (e.g. re-rendered RESIDE levels) does not crowd out a small one (RICE). With
-    ``channel_shuffle`` the same random
-    permutation of the colour channels for hazy and clear, which keeps I = J t + A (1 - t) exact
-    for a grey airlight and so adds scene colours without adding a haze the model cannot render.
+    ``channel_shuffle`` the same random permutation of the colour channels for hazy and clear,
+    which keeps I = J t + A (1 - t) exact for a grey airlight and so adds scene colours without
+    adding a haze the model cannot render.
     """
 
     def __init__(

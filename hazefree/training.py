@@ -642,13 +642,13 @@ def run_train(args: argparse.Namespace) -> int:
     if args.model not in models.MODELS:
         raise ValueError(f"unknown model {args.model!r}; available: {', '.join(models.available())}")
     if args.validate is not None:
+        overrides.append(f"init={args.validate}")
+    cfg = load_config(args.config, args.model, overrides)
+    if args.validate is not None:
         # the same held-out images and metric that chose each run's best.safetensors, so weights
         # from different runs or stages can be compared on one split
-        overrides.append(f"init={args.validate}")
-        cfg = load_config(args.config, args.model, overrides)
         print(json.dumps({"weights": args.validate, **Trainer(cfg, progress=False).validate()}))
         return 0
-    cfg = load_config(args.config, args.model, overrides)
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"step": cfg.steps, **{k: round(v, 5) for k, v in result.items()}}))
