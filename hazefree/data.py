@@ -265,6 +265,12 @@ def synthesize_haze(
 # --- in-memory training data with deterministic crops ----------------------------------------
 
 
+def _draw_airlight(u: Tensor, airlight_range: tuple[float, float]) -> Tensor:
+    """A grey-ish airlight (3,) from four uniforms: a level in ``airlight_range``, +-5 % tint per channel."""
+    level = airlight_range[0] + (airlight_range[1] - airlight_range[0]) * u[0].item()
+    return (level * (1.0 + 0.1 * (u[1:4] - 0.5))).clamp(0.0, 1.0)
+
+
 class PairBank:
     """Images held in memory as uint8 (hazy, clear) pairs; the source of training crops.
 
@@ -274,7 +280,10 @@ class PairBank:
 
     ``rerender_per_pair`` multiplies the haze levels of synthetic pairs (RESIDE): A and t are
     recovered from the pair (:func:`~hazefree.physics.fit_haze_model`) and the scene is re-rendered
-    with t ** k, i.e. beta scaled by k ~ log-U(rerender_beta_scale), and the same A. Only pairs whose
+    with t ** k, i.e. beta scaled by k ~ log-U(rerender_beta_scale), and the same A; a fraction
+    ``rerender_new_airlight`` of these re-renders instead draws a new airlight the way the depth
+    renders do, so scenes whose benchmark fixed A (RESIDE indoor: A = 1) are also seen under dimmer
+    and tinted haze, where the brightest pixel is no longer the airlight. Only pairs whose
     re-rendering fits the hazy image to ``rerender_min_fit_db`` qualify: 8-bit quantisation alone
     limits a perfect fit to 10 log10(12 * 255^2) = 58.9 dB, and RESIDE pairs reach about 60 dB,
     while real cloud pairs (RICE, at most 52 dB here) are not rendered by the model.
@@ -292,9 +301,10 @@ class PairBank:
         rerender_per_pair: int = 0,
         rerender_beta_scale: tuple[float, float] = (0.5, 2.0),
         rerender_min_fit_db: float = 55.0,
+        rerender_new_airlight: float = 0.0,
     ) -> None:
         self.names: list[str] = []
-        self.sources: list[str] = []  # the hazy folder of each pair ("synthetic" for depth renders)
+        self.sources: list[str] = []  # the dataset folder of each pair ("synthetic" for depth renders)
         self.hazy: list[Tensor] = []
         self.clear: list[Tensor] = []
         # its own stream, so that enabling re-rendering leaves the depth-synthetic set unchanged
@@ -302,7 +312,8 @@ class PairBank:
         log_lo, log_hi = (math.log(v) for v in rerender_beta_scale)
         for p in pairs:
             h, c = load_pair(p)
-            source = str(p.hazy.parent)
+            folder = p.hazy.parent  # the dataset: its root, above a hazy/ sub-folder
+            source = str(folder.parent if folder.name.lower() in HAZY_DIRS else folder)
             self._add(p.name, h, c, max_side, source)
             if rerender_per_pair <= 0:
                 continue
@@ -311,7 +322,13 @@ class PairBank:
                 continue
             for k in range(rerender_per_pair):
                 scale = math.exp(log_lo + (log_hi - log_lo) * torch.rand(1, generator=regen).item())
-                self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a), c, max_side, source)
+                a_k = a
+                # drawn only when enabled, so configs without it keep their re-rendered levels
+                if rerender_new_airlight > 0:
+                    u = torch.rand(5, generator=regen)
+                    if u[0].item() < rerender_new_airlight:
+                        a_k = _draw_airlight(u[1:], airlight_range).view(1, 3, 1, 1)
+                self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a_k), c, max_side, source)
         gen = torch.Generator().manual_seed(seed)
         for s in depth_samples:
             clear = read_image(s.clear).rgb
@@ -319,10 +336,7 @@ class PairBank:
             for k in range(synthetic_per_sample):
                 u = torch.rand(5, generator=gen)
                 beta = beta_range[0] + (beta_range[1] - beta_range[0]) * u[0].item()
-                level = airlight_range[0] + (airlight_range[1] - airlight_range[0]) * u[1].item()
-                tint = 1.0 + 0.1 * (u[2:5] - 0.5)
-                a = (level * tint).clamp(0.0, 1.0)
-                hazy, _ = synthesize_haze(clear, depth, beta, a)
+                hazy, _ = synthesize_haze(clear, depth, beta, _draw_airlight(u[1:5], airlight_range))
                 self._add(f"{s.clear.stem}_syn{k}", hazy, clear, max_side, "synthetic")
         if not self.names:
             raise ValueError("no training images: give at least one dataset folder")

@@ -8,7 +8,9 @@
   objective's step, so a bi-level reweighting trainer (BILD) can weight them.
 * :class:`Trainer` owns the loop: batches, learning-rate schedule, validation, atomic checkpoints
   (safetensors weights + optimiser/scheduler/step/RNG state), resume, the best checkpoint by
-  validation PSNR, tqdm and TensorBoard, and DistributedDataParallel under ``torchrun``.
+  validation PSNR, an optional exponential moving average of the weights (``ema_decay``; then
+  validation and ``best.safetensors`` use the average), tqdm and TensorBoard, and
+  DistributedDataParallel under ``torchrun``.
 
 Determinism: batch ``k`` depends only on (seed, k, rank) (see :class:`hazefree.data.CropSampler`)
 and the global torch RNG (dropout) is checkpointed, so on CPU a resumed run reproduces an
@@ -33,10 +35,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import models
 from .data import CropSampler, PairBank, find_depth_samples, find_pairs
-from .models.weights import atomic_write, load_state_strict, load_weights, save_weights
+from .models.weights import CheckpointError, atomic_write, load_state_strict, load_weights, save_weights
 
 __all__ = [
     "DataConfig",
@@ -66,6 +69,7 @@ class DataConfig:
     # extra haze levels per synthetic pair, re-rendered from its recovered A and t (see PairBank)
     rerender_per_pair: int = 0
     rerender_beta_scale: tuple[float, float] = (0.5, 2.0)
+    rerender_new_airlight: float = 0.0  # fraction of re-renders under a new airlight (see PairBank)
     channel_shuffle: bool = False  # random colour-channel permutation of each crop (see CropSampler)
     balance_sources: bool = False  # draw each dataset folder / the synthetic set equally often
     pair_pattern: str | None = None
@@ -74,6 +78,10 @@ class DataConfig:
     scale_range: tuple[float, float] = (0.5, 1.0)
     max_side: int | None = 1024
     val_max_images: int = 16
+    # "image": val_psnr/val_ssim are means over the validation images; "source": means of the
+    # per-source means, so each dataset folder (and the synthetic set) weighs the same in the
+    # choice of best.safetensors however many images (or re-rendered levels) it contributes
+    val_average: str = "image"
 
 
 @dataclass
@@ -118,6 +126,9 @@ class TrainConfig:
     # Weights (safetensors) the model starts from instead of its random initialisation: a second
     # training stage on top of a previous run's best.safetensors. --resume takes precedence.
     init: str | None = None
+    # Exponential moving average of the model's weights (BasicSR's ``ema_decay``), updated after
+    # every step; validation and best.safetensors use the average. None = off.
+    ema_decay: float | None = None
 
 
 # Per-model defaults, applied before the YAML file and the command line.
@@ -423,14 +434,35 @@ class Trainer:
         }
         self.bank = self._load_data()
         train_idx, self.val_idx = self.bank.split(cfg.data.val_fraction, cfg.seed)
-        self.val_idx = self.val_idx[: cfg.data.val_max_images]
+        self.val_idx = self._cap_validation(self.val_idx)
         self.sampler = CropSampler(self.bank, train_idx, cfg.data.crop, cfg.batch_size, cfg.seed,
                                    tuple(cfg.data.scale_range), channel_shuffle=cfg.data.channel_shuffle,
                                    balance_sources=cfg.data.balance_sources)
+        if cfg.data.val_average not in ("image", "source"):
+            raise ValueError(f"data.val_average must be 'image' or 'source', got {cfg.data.val_average!r}")
+        self.ema: AveragedModel | None = None
+        if cfg.ema_decay is not None:
+            if not 0.0 < cfg.ema_decay < 1.0:
+                raise ValueError(f"ema_decay must be in (0, 1), got {cfg.ema_decay}")
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
         self.step = 0
         self.best_psnr = float("-inf")
         if resume:
             self._resume()
+
+    def _cap_validation(self, val_idx: list[int]) -> list[int]:
+        """At most ``data.val_max_images`` validation images: the first ones when averaging over
+        images; when averaging over sources, taken from each source in turn, so the cap cannot
+        leave a source out."""
+        cap = self.cfg.data.val_max_images
+        if self.cfg.data.val_average == "image":
+            return val_idx[:cap]
+        by_source: dict[str, list[int]] = {}
+        for i in val_idx:
+            by_source.setdefault(self.bank.sources[i], []).append(i)
+        queues = [by_source[k] for k in sorted(by_source)]
+        taken = [q[j] for j in range(max(map(len, queues), default=0)) for q in queues if j < len(q)]
+        return sorted(taken[:cap])
 
     @staticmethod
     def _ddp(module: nn.Module) -> nn.Module:
@@ -443,9 +475,14 @@ class Trainer:
         return PairBank(
             pairs, depth, d.synthetic_per_sample, seed=self.cfg.seed, max_side=d.max_side,
             rerender_per_pair=d.rerender_per_pair, rerender_beta_scale=tuple(d.rerender_beta_scale),
+            rerender_new_airlight=d.rerender_new_airlight,
         )
 
-    # checkpoints: RUN/checkpoints/step_000123/{<network>.safetensors, state.pt}
+    def _evaluated(self) -> nn.Module:
+        """The network that is validated and kept as best: the weight average if there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    # checkpoints: RUN/checkpoints/step_000123/{<network>.safetensors, [ema.safetensors,] state.pt}
     def _ckpt_dir(self) -> Path:
         return self.out / "checkpoints"
 
@@ -466,6 +503,10 @@ class Trainer:
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "torch_rng": torch.get_rng_state(),
         }
+        if self.ema is not None:
+            save_weights(self.ema.module, tmp / "ema.safetensors", model_name=self.cfg.model,
+                         options=self.cfg.model_options)
+            state["ema_n_averaged"] = self.ema.n_averaged
         torch.save(state, tmp / "state.pt")
         for f in tmp.iterdir():
             with open(f, "rb+") as fh:
@@ -496,34 +537,58 @@ class Trainer:
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
         torch.set_rng_state(state["torch_rng"])
+        if self.ema is not None:
+            if "ema_n_averaged" not in state:
+                raise CheckpointError(f"{last}: saved without a weight average; drop ema_decay to resume it")
+            ema_state, _ = load_weights(last / "ema.safetensors")
+            load_state_strict(self.ema.module, ema_state, last / "ema.safetensors")
+            self.ema.n_averaged.copy_(state["ema_n_averaged"])
         self.step, self.best_psnr = int(state["step"]), float(state["best_psnr"])
         if self.rank == 0:
             print(f"resumed from {last} (step {self.step})", file=sys.stderr)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean PSNR/SSIM of the generator on the held-out whole images (eval mode, clipped)."""
+        """PSNR/SSIM of the generator on the held-out whole images (eval mode, clipped).
+
+        Returns ``val_psnr``/``val_ssim`` averaged as ``data.val_average`` says, and the mean of
+        each source as ``val_psnr@<source>``/``val_ssim@<source>`` (the dataset folder's name).
+        """
         from .metrics import psnr, ssim
 
         if not self.val_idx:
             return {}
-        g = self.objective.generator()
+        g = self._evaluated()
         was_training = g.training
         g.eval()
-        ps, ss = [], []
+        scores: dict[str, list[tuple[float, float]]] = {}
         for i in self.val_idx:
             hazy, clear = self.bank.full(i)
             pred = g(hazy).clear
-            ps.append(psnr(pred, clear).item())
-            ss.append(ssim(pred, clear).item())
+            scores.setdefault(self.bank.sources[i], []).append((psnr(pred, clear).item(), ssim(pred, clear).item()))
         g.train(was_training)
-        return {"val_psnr": sum(ps) / len(ps), "val_ssim": sum(ss) / len(ss)}
+
+        def mean(values):
+            return sum(values) / len(values)
+
+        per_source = {src: (mean([p for p, _ in v]), mean([s for _, s in v])) for src, v in scores.items()}
+        if self.cfg.data.val_average == "image":
+            every = [x for v in scores.values() for x in v]
+            out = {"val_psnr": mean([p for p, _ in every]), "val_ssim": mean([s for _, s in every])}
+        else:
+            out = {"val_psnr": mean([p for p, _ in per_source.values()]),
+                   "val_ssim": mean([s for _, s in per_source.values()])}
+        names = [Path(src).name for src in per_source]
+        for src, (p, s) in per_source.items():
+            label = Path(src).name if names.count(Path(src).name) == 1 else src
+            out[f"val_psnr@{label}"], out[f"val_ssim@{label}"] = p, s
+        return out
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         if self.rank != 0 or metrics.get("val_psnr", float("-inf")) <= self.best_psnr:
             return
         self.best_psnr = metrics["val_psnr"]
-        save_weights(self.model, self.out / "best.safetensors", model_name=self.cfg.model,
+        save_weights(self._evaluated(), self.out / "best.safetensors", model_name=self.cfg.model,
                      options=self.cfg.model_options, extra={"step": str(self.step), **{k: f"{v:.4f}" for k, v in metrics.items()}})
         atomic_write(self.out / "best.json",
                      lambda tmp: Path(tmp).write_text(json.dumps({"step": self.step, **metrics}, indent=2)))
@@ -539,6 +604,11 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step)
+            counts: dict[str, int] = {}
+            for i in self.val_idx:
+                counts[Path(self.bank.sources[i]).name] = counts.get(Path(self.bank.sources[i]).name, 0) + 1
+            print(f"{len(self.sampler.indices)} training images; validation on {len(self.val_idx)} "
+                  f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'})", file=sys.stderr)
         bar = None
         if self.rank == 0 and self.progress:
             from tqdm import tqdm
@@ -550,6 +620,8 @@ class Trainer:
         while self.step < cfg.steps:
             batch = self.sampler.batch(self.step, self.rank)
             losses = self.objective.step(batch)
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             for s in self.schedulers.values():
                 s.step()
             self.step += 1
@@ -584,11 +656,12 @@ class Trainer:
 
     @torch.no_grad()
     def _log_images(self, writer, batch: dict[str, Tensor]) -> None:
-        g = self.objective.generator()
+        g = self._evaluated()
+        was_training = g.training
         g.eval()
         hazy, clear = batch["hazy"][:2], batch["clear"][:2]
         pred = g(hazy).clear
-        g.train()
+        g.train(was_training)
         grid = torch.cat([torch.cat([h, p, c], dim=-1) for h, p, c in zip(hazy, pred, clear)], dim=-2)
         writer.add_image("samples/hazy_pred_clear", grid.clamp(0, 1), self.step)
 

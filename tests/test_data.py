@@ -19,6 +19,7 @@ from hazefree.data import (
     read_depth,
     synthesize_haze,
 )
+from hazefree.physics import fit_haze_model
 
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not available")
 
@@ -208,7 +209,7 @@ class TestSampler:
         _img(tmp_path / "small" / "hazy" / "s.png", value=7)
         _img(tmp_path / "small" / "clear" / "s.png", value=7)
         bank = PairBank(find_pairs(tmp_path / "big").pairs + find_pairs(tmp_path / "small").pairs)
-        assert bank.sources == [str(tmp_path / "big" / "hazy")] * 9 + [str(tmp_path / "small" / "hazy")]
+        assert bank.sources == [str(tmp_path / "big")] * 9 + [str(tmp_path / "small")]
 
         def small_share(balance: bool) -> float:
             s = CropSampler(bank, range(10), crop=8, batch_size=50, seed=0, balance_sources=balance)
@@ -281,6 +282,23 @@ class TestRerenderedHaze:
         scenes = lambda idx: {bank.names[i].split("_")[0] for i in idx}  # noqa: E731
         assert len(val) == 3 and not scenes(train) & scenes(val)
 
+
+    def test_new_airlight_renders_follow_the_model_with_another_airlight(self, tmp_path):
+        self._reside_pair(tmp_path)
+        pairs = find_pairs(tmp_path).pairs
+        same = PairBank(pairs, rerender_per_pair=4, seed=0)
+        new = PairBank(pairs, rerender_per_pair=4, seed=0, rerender_new_airlight=1.0,
+                       airlight_range=(0.6, 0.8))
+        clear = new.full(0)[1]
+        for i in range(1, 5):
+            hazy = new.full(i)[0]
+            assert not torch.equal(hazy, same.full(i)[0])
+            # recover the airlight of the render: it is in the drawn range, not the pair's 0.9
+            a, _, fit_db = fit_haze_model(hazy, clear)
+            assert 0.55 <= a.mean().item() <= 0.85 and fit_db.item() > 30  # grey fit of a tinted A
+        # the option off leaves every level as the fraction-free bank renders it
+        off = PairBank(pairs, rerender_per_pair=4, seed=0, rerender_new_airlight=0.0)
+        assert all(torch.equal(x, y) for x, y in zip(off.hazy, same.hazy))
     def test_pairs_outside_the_model_are_kept_as_they_are(self, tmp_path):
         for n in ("a.png", "b.png"):  # unrelated random images: not a rendering of each other
             _img(tmp_path / "hazy" / n, seed=1)

@@ -124,6 +124,74 @@ class TestTrainer:
         for k in ("loss_g", "loss_d", "val_psnr"):
             assert result[k] == pytest.approx(ref_result[k], rel=0, abs=0)
 
+    def test_validation_per_source(self, tmp_path):
+        big = make_paired_dataset(tmp_path / "big", 8, 40)
+        small = make_paired_dataset(tmp_path / "small", 4, 40, seed=1, first=200)
+        runs = {}
+        for how in ("image", "source"):
+            cfg = _cfg(tmp_path, "supervised", data={
+                "paired": [str(big), str(small)], "crop": 32, "val_fraction": 0.5, "val_average": how})
+            runs[how] = Trainer(cfg, progress=False)
+        tr = runs["image"]
+        n = {src: sum(tr.bank.sources[i] == src for i in tr.val_idx) for src in (str(big), str(small))}
+        assert all(n.values())
+        by_image, by_source = runs["image"].validate(), runs["source"].validate()
+        p_big, p_small = by_image["val_psnr@big"], by_image["val_psnr@small"]
+        assert p_big != pytest.approx(p_small)
+        total = n[str(big)] + n[str(small)]
+        assert by_image["val_psnr"] == pytest.approx((n[str(big)] * p_big + n[str(small)] * p_small) / total)
+        assert by_source["val_psnr"] == pytest.approx((p_big + p_small) / 2)
+        # a cap on the number of validation images keeps every source when averaging over sources
+        for how, expected in (("image", {str(big)}), ("source", {str(big), str(small)})):
+            cfg = _cfg(tmp_path, "supervised", data={
+                "paired": [str(big), str(small)], "crop": 32, "val_fraction": 0.5, "val_average": how,
+                "val_max_images": 2})
+            capped = Trainer(cfg, progress=False)
+            assert len(capped.val_idx) == 2
+            assert {capped.bank.sources[i] for i in capped.val_idx} == expected
+        with pytest.raises(ValueError, match="val_average"):
+            Trainer(_cfg(tmp_path, data={"paired": [str(big)], "val_average": "scene"}), progress=False)
+
+    def test_weight_average(self, tmp_path):
+        """ema_decay d: after the first step the average is the weights, then d * avg + (1 - d) * w."""
+        cfg = _cfg(tmp_path, "supervised", steps=1, ema_decay=0.75, val_every=100, checkpoint_every=1)
+        tr = Trainer(cfg, progress=False)
+        tr.fit()
+        w1 = {k: v.clone() for k, v in tr.model.state_dict().items()}
+        tr.cfg.steps = 2
+        tr.fit()
+        w2 = tr.model.state_dict()
+        avg = tr.ema.module.state_dict()
+        for k in w1:
+            torch.testing.assert_close(avg[k], 0.75 * w1[k] + 0.25 * w2[k], msg=k)
+        assert any(not torch.equal(avg[k], w2[k]) for k in w2)
+        # the average is what gets validated, checkpointed and kept as best
+        saved = load_weights(Path(cfg.out) / "checkpoints" / "step_0000002" / "ema.safetensors")[0]
+        best = load_weights(Path(cfg.out) / "best.safetensors")[0]
+        for k in avg:
+            torch.testing.assert_close(saved[k], avg[k], rtol=0, atol=0, msg=k)
+            torch.testing.assert_close(best[k], avg[k], rtol=0, atol=0, msg=k)
+
+    def test_weight_average_resumes(self, tmp_path):
+        full = _cfg(tmp_path, "supervised", steps=4, ema_decay=0.5)
+        Trainer(full, progress=False).fit()
+        ref = load_weights(Path(full.out) / "checkpoints" / "step_0000004" / "ema.safetensors")[0]
+        part = _cfg(tmp_path, "supervised", steps=2, ema_decay=0.5, out=str(tmp_path / "run2"))
+        Trainer(part, progress=False).fit()
+        rest = _cfg(tmp_path, "supervised", steps=4, ema_decay=0.5, out=str(tmp_path / "run2"))
+        Trainer(rest, resume=True, progress=False).fit()
+        got = load_weights(Path(rest.out) / "checkpoints" / "step_0000004" / "ema.safetensors")[0]
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0, msg=k)
+        # a checkpoint written without an average cannot silently start one from the raw weights
+        plain = _cfg(tmp_path, "supervised", steps=2, out=str(tmp_path / "run3"))
+        Trainer(plain, progress=False).fit()
+        with pytest.raises(Exception, match="without a weight average"):
+            Trainer(_cfg(tmp_path, "supervised", steps=4, ema_decay=0.5, out=str(tmp_path / "run3")),
+                    resume=True, progress=False)
+        with pytest.raises(ValueError, match="ema_decay"):
+            Trainer(_cfg(tmp_path, "supervised", ema_decay=1.5, out=str(tmp_path / "run4")), progress=False)
+
     def test_init_from_weights(self, tmp_path):
         first = _cfg(tmp_path, steps=2)
         Trainer(first, progress=False).fit()
