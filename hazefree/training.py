@@ -412,6 +412,11 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
         self.cfg, self.progress = cfg, progress
+        # checked before the data are loaded, which takes a minute on the full training set
+        if cfg.data.val_average not in ("image", "source"):
+            raise ValueError(f"data.val_average must be 'image' or 'source', got {cfg.data.val_average!r}")
+        if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {cfg.ema_decay}")
         self.rank, self.world = _dist_info()
         self.out = Path(cfg.out)
         if cfg.threads:
@@ -438,12 +443,8 @@ class Trainer:
         self.sampler = CropSampler(self.bank, train_idx, cfg.data.crop, cfg.batch_size, cfg.seed,
                                    tuple(cfg.data.scale_range), channel_shuffle=cfg.data.channel_shuffle,
                                    balance_sources=cfg.data.balance_sources)
-        if cfg.data.val_average not in ("image", "source"):
-            raise ValueError(f"data.val_average must be 'image' or 'source', got {cfg.data.val_average!r}")
         self.ema: AveragedModel | None = None
         if cfg.ema_decay is not None:
-            if not 0.0 < cfg.ema_decay < 1.0:
-                raise ValueError(f"ema_decay must be in (0, 1), got {cfg.ema_decay}")
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
         self.step = 0
         self.best_psnr = float("-inf")
