@@ -167,6 +167,9 @@ class TestShippedWeights:
         assert not net.training
         meta = models.load_weights(models.weights.shipped_path(name))[1]
         assert meta["model"] == name and json.loads(meta["options"]) is not None
+        # the options the weights were trained with (e.g. the airlight estimator) are the ones used
+        for key, value in json.loads(meta["options"]).items():
+            assert getattr(net, key) == value, key
         assert "configs/" in meta.get("note", ""), "shipped weights must name the config that trained them"
         assert name in models.pretrained()
         if name == "guided-pix2pix":
