@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 AirlightMethod = Literal["max_luma", "dark_channel"]
-AIRLIGHT_METHODS: tuple[str, ...] = ("max_luma", "dark_channel")
+AIRLIGHT_METHODS: tuple[str, ...] = ("max_luma", "dark_channel", "dark_channel_brightest")
 
 # The smallest airlight channel value used anywhere. A black airlight makes I / A undefined (DCP)
 # and has no physical meaning; 1e-3 is below one 8-bit grey level.
@@ -209,11 +209,15 @@ def airlight_dark_channel(
 
 
 def estimate_airlight(image: Tensor, method: str = "max_luma") -> Tensor:
-    """Airlight by name: ``"max_luma"`` (Guided-Pix2Pix) or ``"dark_channel"`` (He et al.)."""
+    """Airlight by name: ``"max_luma"`` (Guided-Pix2Pix), ``"dark_channel"`` (He et al., mean of
+    the brightest 10 % of the candidates) or ``"dark_channel_brightest"`` (He et al.'s exact rule:
+    the single brightest candidate, which does not pull A below an opaque white haze)."""
     if method == "max_luma":
         return airlight_max_luma(image)
     if method == "dark_channel":
         return airlight_dark_channel(image)
+    if method == "dark_channel_brightest":
+        return airlight_dark_channel(image, brightest_fraction=0.0)
     raise ValueError(f"unknown airlight method {method!r}; choose one of {AIRLIGHT_METHODS}")
 
 

@@ -181,7 +181,19 @@ class TestAirlight:
         torch.testing.assert_close(airlight_dark_channel(img).flatten(), haze)
         torch.testing.assert_close(airlight_max_luma(img).flatten(), torch.ones(3, dtype=torch.float64))
 
-    @pytest.mark.parametrize("method", ["max_luma", "dark_channel"])
+    def test_brightest_candidate_keeps_the_haze_level(self):
+        # Opaque haze whose brightness varies over rows and columns (0.70 .. 0.95): the mean of the
+        # brightest 10 % of the 40 candidates is below the brightest one, He et al.'s single pick.
+        img = _scene(200, 200)
+        rows = torch.linspace(0.0, 0.05, 30, dtype=torch.float64).view(30, 1)
+        cols = torch.linspace(0.70, 0.90, 200, dtype=torch.float64).view(1, 200)
+        img[0, :, :30] = (rows + cols).unsqueeze(0)
+        single = estimate_airlight(img, "dark_channel_brightest").flatten()
+        mean = estimate_airlight(img, "dark_channel").flatten()
+        assert (mean < single).all()
+        torch.testing.assert_close(single, airlight_dark_channel(img, brightest_fraction=0.0).flatten())
+
+    @pytest.mark.parametrize("method", ["max_luma", "dark_channel", "dark_channel_brightest"])
     def test_per_image_in_batch(self, method):
         a_img, b_img = _scene(), _scene() * 0.5
         a_img[0, :, :20] = torch.tensor([0.9, 0.9, 0.95], dtype=torch.float64).view(3, 1, 1)
