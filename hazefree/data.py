@@ -355,6 +355,13 @@ class PairBank:
     def __len__(self) -> int:
         return len(self.names)
 
+    def by_source(self, indices: Iterable[int]) -> dict[str, list[int]]:
+        """``indices`` grouped by their source, sources in sorted order, indices in given order."""
+        groups: dict[str, list[int]] = {}
+        for i in indices:
+            groups.setdefault(self.sources[i], []).append(i)
+        return {k: groups[k] for k in sorted(groups)}
+
     def split(self, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
         """Indices (train, val): whole scenes go to one side (a RESIDE scene id, a synthetic source)."""
         groups: dict[str, list[int]] = {}
@@ -415,10 +422,7 @@ class CropSampler:
         self.bank, self.indices = bank, list(indices)
         self.crop, self.batch_size, self.seed = crop, batch_size, seed
         self.scale_range, self.flip, self.channel_shuffle = scale_range, flip, channel_shuffle
-        groups: dict[str, list[int]] = {}
-        for i in self.indices:
-            groups.setdefault(bank.sources[i], []).append(i)
-        self.groups = [groups[k] for k in sorted(groups)] if balance_sources else [self.indices]
+        self.groups = list(bank.by_source(self.indices).values()) if balance_sources else [self.indices]
 
     def batch(self, step: int, rank: int = 0) -> dict[str, Tensor]:
         gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1009 + rank) % 2**63)

@@ -12,7 +12,7 @@ broadcasts over the image; a transmission is N x 1 x H x W (or N x 3 x H x W per
 from __future__ import annotations
 
 import math
-from typing import Literal, Union
+from typing import Literal, Union, get_args
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +33,8 @@ __all__ = [
     "fit_haze_model",
 ]
 
-AirlightMethod = Literal["max_luma", "dark_channel"]
-AIRLIGHT_METHODS: tuple[str, ...] = ("max_luma", "dark_channel", "dark_channel_brightest")
+AirlightMethod = Literal["max_luma", "dark_channel", "dark_channel_brightest"]
+AIRLIGHT_METHODS: tuple[str, ...] = get_args(AirlightMethod)
 
 # The smallest airlight channel value used anywhere. A black airlight makes I / A undefined (DCP)
 # and has no physical meaning; 1e-3 is below one 8-bit grey level.

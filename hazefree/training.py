@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 import torch
 import torch.distributed as dist
@@ -458,10 +458,7 @@ class Trainer:
         cap = self.cfg.data.val_max_images
         if self.cfg.data.val_average == "image":
             return val_idx[:cap]
-        by_source: dict[str, list[int]] = {}
-        for i in val_idx:
-            by_source.setdefault(self.bank.sources[i], []).append(i)
-        queues = [by_source[k] for k in sorted(by_source)]
+        queues = list(self.bank.by_source(val_idx).values())
         taken = [q[j] for j in range(max(map(len, queues), default=0)) for q in queues if j < len(q)]
         return sorted(taken[:cap])
 
@@ -563,10 +560,11 @@ class Trainer:
         was_training = g.training
         g.eval()
         scores: dict[str, list[tuple[float, float]]] = {}
-        for i in self.val_idx:
-            hazy, clear = self.bank.full(i)
-            pred = g(hazy).clear
-            scores.setdefault(self.bank.sources[i], []).append((psnr(pred, clear).item(), ssim(pred, clear).item()))
+        for src, indices in self.bank.by_source(self.val_idx).items():
+            for i in indices:
+                hazy, clear = self.bank.full(i)
+                pred = g(hazy).clear
+                scores.setdefault(src, []).append((psnr(pred, clear).item(), ssim(pred, clear).item()))
         g.train(was_training)
 
         def mean(values):
@@ -579,11 +577,17 @@ class Trainer:
         else:
             out = {"val_psnr": mean([p for p, _ in per_source.values()]),
                    "val_ssim": mean([s for _, s in per_source.values()])}
-        names = [Path(src).name for src in per_source]
+        labels = self._source_labels(per_source)
         for src, (p, s) in per_source.items():
-            label = Path(src).name if names.count(Path(src).name) == 1 else src
-            out[f"val_psnr@{label}"], out[f"val_ssim@{label}"] = p, s
+            out[f"val_psnr@{labels[src]}"], out[f"val_ssim@{labels[src]}"] = p, s
         return out
+
+    @staticmethod
+    def _source_labels(sources: Iterable[str]) -> dict[str, str]:
+        """A short name for each source: its folder's name, or the whole path where names collide."""
+        sources = list(sources)
+        names = [Path(src).name for src in sources]
+        return {src: name if names.count(name) == 1 else src for src, name in zip(sources, names)}
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         if self.rank != 0 or metrics.get("val_psnr", float("-inf")) <= self.best_psnr:
@@ -605,11 +609,10 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step)
-            counts: dict[str, int] = {}
-            for i in self.val_idx:
-                counts[Path(self.bank.sources[i]).name] = counts.get(Path(self.bank.sources[i]).name, 0) + 1
+            val = self.bank.by_source(self.val_idx)
+            labels = self._source_labels(val)
             print(f"{len(self.sampler.indices)} training images; validation on {len(self.val_idx)} "
-                  f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'})", file=sys.stderr)
+                  f"({', '.join(f'{labels[k]} {len(v)}' for k, v in val.items()) or 'none'})", file=sys.stderr)
         bar = None
         if self.rank == 0 and self.progress:
             from tqdm import tqdm
