@@ -12,7 +12,7 @@ broadcasts over the image; a transmission is N x 1 x H x W (or N x 3 x H x W per
 from __future__ import annotations
 
 import math
-from typing import Literal, Union, get_args
+from typing import Literal, Sequence, Union, get_args
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ __all__ = [
     "remove_haze",
     "dark_channel",
     "estimate_airlight",
+    "estimate_airlights",
     "airlight_max_luma",
     "airlight_dark_channel",
     "check_image",
@@ -189,16 +190,21 @@ def airlight_max_luma(image: Tensor, top_fraction: float = 1e-3) -> Tensor:
 
 
 def airlight_dark_channel(
-    image: Tensor, patch_size: int = 15, top_fraction: float = 1e-3, brightest_fraction: float = 0.1
+    image: Tensor,
+    patch_size: int = 15,
+    top_fraction: float = 1e-3,
+    brightest_fraction: float = 0.1,
+    dark: Tensor | None = None,
 ) -> Tensor:
     """Airlight by the dark channel prior (He et al. 2009, Sec. 4.4).
 
     Among the ``top_fraction`` (0.1 %) of pixels with the brightest dark channel, He et al. take the
     one of highest intensity; for robustness to single hot pixels this takes the mean RGB of the
-    brightest ``brightest_fraction`` of those candidates (at least one). Returns N x 3 x 1 x 1.
+    brightest ``brightest_fraction`` of those candidates (at least one). ``dark`` may pass the
+    image's dark channel if it is already computed. Returns N x 3 x 1 x 1.
     """
     n, c, h, w = image.shape
-    dark = dark_channel(image, patch_size).reshape(n, -1)
+    dark = (dark_channel(image, patch_size) if dark is None else dark).reshape(n, -1)
     k = max(1, int(math.ceil(top_fraction * h * w)))
     cand = dark.topk(k, dim=1).indices  # N x k
     luma = torch.gather(rgb_to_gray(image).reshape(n, -1), 1, cand)
@@ -212,13 +218,22 @@ def estimate_airlight(image: Tensor, method: str = "max_luma") -> Tensor:
     """Airlight by name: ``"max_luma"`` (Guided-Pix2Pix), ``"dark_channel"`` (He et al., mean of
     the brightest 10 % of the candidates) or ``"dark_channel_brightest"`` (He et al.'s exact rule:
     the single brightest candidate, which does not pull A below an opaque white haze)."""
-    if method == "max_luma":
-        return airlight_max_luma(image)
-    if method == "dark_channel":
-        return airlight_dark_channel(image)
-    if method == "dark_channel_brightest":
-        return airlight_dark_channel(image, brightest_fraction=0.0)
-    raise ValueError(f"unknown airlight method {method!r}; choose one of {AIRLIGHT_METHODS}")
+    return estimate_airlights(image, (method,))[method]
+
+
+def estimate_airlights(image: Tensor, methods: Sequence[str] = AIRLIGHT_METHODS) -> dict[str, Tensor]:
+    """Several airlight estimates (see :func:`estimate_airlight`) by name; the dark channel is
+    computed once for all the rules that need it."""
+    unknown = [m for m in methods if m not in AIRLIGHT_METHODS]
+    if unknown:
+        raise ValueError(f"unknown airlight method {unknown[0]!r}; choose one of {AIRLIGHT_METHODS}")
+    dark = dark_channel(image) if any(m.startswith("dark_channel") for m in methods) else None
+    rules = {
+        "max_luma": lambda: airlight_max_luma(image),
+        "dark_channel": lambda: airlight_dark_channel(image, dark=dark),
+        "dark_channel_brightest": lambda: airlight_dark_channel(image, brightest_fraction=0.0, dark=dark),
+    }
+    return {m: rules[m]() for m in methods}
 
 
 def fit_haze_model(

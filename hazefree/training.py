@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import torch
 import torch.distributed as dist
@@ -50,6 +50,9 @@ __all__ = [
     "SupervisedObjective",
     "Pix2PixObjective",
     "Trainer",
+    "load_training_data",
+    "validate",
+    "source_labels",
     "train",
     "add_train_parser",
 ]
@@ -126,6 +129,9 @@ class TrainConfig:
     # Weights (safetensors) the model starts from instead of its random initialisation: a second
     # training stage on top of a previous run's best.safetensors. --resume takes precedence.
     init: str | None = None
+    # Modules of the model that ``init`` lacks and that keep their fresh initialisation (e.g.
+    # ["airlight_head"] when a head is added to a previous stage's weights).
+    init_new_modules: list[str] = field(default_factory=list)
     # Exponential moving average of the model's weights (BasicSR's ``ema_decay``), updated after
     # every step; validation and best.safetensors use the average. None = off.
     ema_decay: float | None = None
@@ -407,14 +413,78 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def load_training_data(cfg: TrainConfig) -> tuple[PairBank, list[int], list[int]]:
+    """The run's images and its (train, validation) indices, as :class:`Trainer` uses them.
+
+    Validation takes whole scenes (:meth:`PairBank.split`), at most ``data.val_max_images`` images:
+    the first ones when averaging over images; when averaging over sources, taken from each source
+    in turn, so the cap cannot leave a source out.
+    """
+    d = cfg.data
+    if d.val_average not in ("image", "source"):  # before the load, which takes a minute on the full set
+        raise ValueError(f"data.val_average must be 'image' or 'source', got {d.val_average!r}")
+    pairs = [p for root in d.paired for p in find_pairs(root, d.pair_pattern).pairs]
+    depth = [s for root in d.synthetic for s in find_depth_samples(root)]
+    bank = PairBank(
+        pairs, depth, d.synthetic_per_sample, seed=cfg.seed, max_side=d.max_side,
+        rerender_per_pair=d.rerender_per_pair, rerender_beta_scale=tuple(d.rerender_beta_scale),
+        rerender_new_airlight=d.rerender_new_airlight,
+    )
+    train_idx, val_idx = bank.split(d.val_fraction, cfg.seed)
+    if d.val_average == "image":
+        return bank, train_idx, val_idx[: d.val_max_images]
+    queues = list(bank.by_source(val_idx).values())
+    taken = [q[j] for j in range(max(map(len, queues), default=0)) for q in queues if j < len(q)]
+    return bank, train_idx, sorted(taken[: d.val_max_images])
+
+
+@torch.no_grad()
+def validate(model: nn.Module, bank: PairBank, indices: Sequence[int], average: str = "image") -> dict[str, float]:
+    """PSNR/SSIM of ``model`` on the whole images ``indices`` of ``bank`` (eval mode, clipped).
+
+    Returns ``val_psnr``/``val_ssim`` averaged over the images (``average="image"``) or as the mean
+    of the per-source means (``"source"``), and each source's mean as ``val_psnr@<source>`` /
+    ``val_ssim@<source>`` (the dataset folder's name, see :func:`source_labels`).
+    """
+    from .metrics import psnr, ssim
+
+    if not indices:
+        return {}
+    was_training = model.training
+    model.eval()
+    scores: dict[str, list[tuple[float, float]]] = {}
+    for src, group in bank.by_source(indices).items():
+        for i in group:
+            hazy, clear = bank.full(i)
+            pred = model(hazy).clear
+            scores.setdefault(src, []).append((psnr(pred, clear).item(), ssim(pred, clear).item()))
+    model.train(was_training)
+
+    def mean(values):
+        return sum(values) / len(values)
+
+    per_source = {src: (mean([p for p, _ in v]), mean([s for _, s in v])) for src, v in scores.items()}
+    pooled = [x for v in scores.values() for x in v] if average == "image" else list(per_source.values())
+    out = {"val_psnr": mean([p for p, _ in pooled]), "val_ssim": mean([s for _, s in pooled])}
+    labels = source_labels(per_source)
+    for src, (p, s) in per_source.items():
+        out[f"val_psnr@{labels[src]}"], out[f"val_ssim@{labels[src]}"] = p, s
+    return out
+
+
+def source_labels(sources: Iterable[str]) -> dict[str, str]:
+    """A short name for each source: its folder's name, or the whole path where names collide."""
+    sources = list(sources)
+    names = [Path(src).name for src in sources]
+    return {src: name if names.count(name) == 1 else src for src, name in zip(sources, names)}
+
+
 class Trainer:
     """The training loop shared by every model. See the module docstring."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
         self.cfg, self.progress = cfg, progress
         # checked before the data are loaded, which takes a minute on the full training set
-        if cfg.data.val_average not in ("image", "source"):
-            raise ValueError(f"data.val_average must be 'image' or 'source', got {cfg.data.val_average!r}")
         if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {cfg.ema_decay}")
         self.rank, self.world = _dist_info()
@@ -425,7 +495,7 @@ class Trainer:
         self.model = models.create(cfg.model, **cfg.model_options)
         if cfg.init:  # a checkpoint found by --resume replaces these weights below
             state, _ = load_weights(cfg.init)
-            load_state_strict(self.model, state, cfg.init)
+            load_state_strict(self.model, state, cfg.init, cfg.init_new_modules)
         wrap = self._ddp if self.world > 1 else (lambda m: m)
         if cfg.objective == "pix2pix":
             self.objective: Objective = Pix2PixObjective(self.model, cfg, wrap)
@@ -437,9 +507,7 @@ class Trainer:
             k: make_scheduler(o, cfg.optim, cfg.steps)
             for k, o in self.objective.optimizers().items()
         }
-        self.bank = self._load_data()
-        train_idx, self.val_idx = self.bank.split(cfg.data.val_fraction, cfg.seed)
-        self.val_idx = self._cap_validation(self.val_idx)
+        self.bank, train_idx, self.val_idx = load_training_data(cfg)
         self.sampler = CropSampler(self.bank, train_idx, cfg.data.crop, cfg.batch_size, cfg.seed,
                                    tuple(cfg.data.scale_range), channel_shuffle=cfg.data.channel_shuffle,
                                    balance_sources=cfg.data.balance_sources)
@@ -451,30 +519,9 @@ class Trainer:
         if resume:
             self._resume()
 
-    def _cap_validation(self, val_idx: list[int]) -> list[int]:
-        """At most ``data.val_max_images`` validation images: the first ones when averaging over
-        images; when averaging over sources, taken from each source in turn, so the cap cannot
-        leave a source out."""
-        cap = self.cfg.data.val_max_images
-        if self.cfg.data.val_average == "image":
-            return val_idx[:cap]
-        queues = list(self.bank.by_source(val_idx).values())
-        taken = [q[j] for j in range(max(map(len, queues), default=0)) for q in queues if j < len(q)]
-        return sorted(taken[:cap])
-
     @staticmethod
     def _ddp(module: nn.Module) -> nn.Module:
         return nn.parallel.DistributedDataParallel(module)
-
-    def _load_data(self) -> PairBank:
-        d = self.cfg.data
-        pairs = [p for root in d.paired for p in find_pairs(root, d.pair_pattern).pairs]
-        depth = [s for root in d.synthetic for s in find_depth_samples(root)]
-        return PairBank(
-            pairs, depth, d.synthetic_per_sample, seed=self.cfg.seed, max_side=d.max_side,
-            rerender_per_pair=d.rerender_per_pair, rerender_beta_scale=tuple(d.rerender_beta_scale),
-            rerender_new_airlight=d.rerender_new_airlight,
-        )
 
     def _evaluated(self) -> nn.Module:
         """The network that is validated and kept as best: the weight average if there is one."""
@@ -545,49 +592,9 @@ class Trainer:
         if self.rank == 0:
             print(f"resumed from {last} (step {self.step})", file=sys.stderr)
 
-    @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """PSNR/SSIM of the generator on the held-out whole images (eval mode, clipped).
-
-        Returns ``val_psnr``/``val_ssim`` averaged as ``data.val_average`` says, and the mean of
-        each source as ``val_psnr@<source>``/``val_ssim@<source>`` (the dataset folder's name).
-        """
-        from .metrics import psnr, ssim
-
-        if not self.val_idx:
-            return {}
-        g = self._evaluated()
-        was_training = g.training
-        g.eval()
-        scores: dict[str, list[tuple[float, float]]] = {}
-        for src, indices in self.bank.by_source(self.val_idx).items():
-            for i in indices:
-                hazy, clear = self.bank.full(i)
-                pred = g(hazy).clear
-                scores.setdefault(src, []).append((psnr(pred, clear).item(), ssim(pred, clear).item()))
-        g.train(was_training)
-
-        def mean(values):
-            return sum(values) / len(values)
-
-        per_source = {src: (mean([p for p, _ in v]), mean([s for _, s in v])) for src, v in scores.items()}
-        if self.cfg.data.val_average == "image":
-            every = [x for v in scores.values() for x in v]
-            out = {"val_psnr": mean([p for p, _ in every]), "val_ssim": mean([s for _, s in every])}
-        else:
-            out = {"val_psnr": mean([p for p, _ in per_source.values()]),
-                   "val_ssim": mean([s for _, s in per_source.values()])}
-        labels = self._source_labels(per_source)
-        for src, (p, s) in per_source.items():
-            out[f"val_psnr@{labels[src]}"], out[f"val_ssim@{labels[src]}"] = p, s
-        return out
-
-    @staticmethod
-    def _source_labels(sources: Iterable[str]) -> dict[str, str]:
-        """A short name for each source: its folder's name, or the whole path where names collide."""
-        sources = list(sources)
-        names = [Path(src).name for src in sources]
-        return {src: name if names.count(name) == 1 else src for src, name in zip(sources, names)}
+        """:func:`validate` of the validated network (the weight average if there is one)."""
+        return validate(self._evaluated(), self.bank, self.val_idx, self.cfg.data.val_average)
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         if self.rank != 0 or metrics.get("val_psnr", float("-inf")) <= self.best_psnr:
@@ -610,7 +617,7 @@ class Trainer:
 
             writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step)
             val = self.bank.by_source(self.val_idx)
-            labels = self._source_labels(val)
+            labels = source_labels(val)
             print(f"{len(self.sampler.indices)} training images; validation on {len(self.val_idx)} "
                   f"({', '.join(f'{labels[k]} {len(v)}' for k, v in val.items()) or 'none'})", file=sys.stderr)
         bar = None
@@ -704,7 +711,8 @@ def add_train_parser(subparsers) -> None:
                    help="override any config value, e.g. --set optim.lr=2e-4 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--validate", metavar="WEIGHTS",
-                   help="no training: score WEIGHTS on the config's validation split and print the metrics")
+                   help="no training: score WEIGHTS on the config's validation split and print the metrics "
+                        "(model options: the config's, else those recorded in WEIGHTS)")
     p.set_defaults(func=run_train)
 
 
@@ -718,13 +726,18 @@ def run_train(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={json.dumps(value)}")
     if args.model not in models.MODELS:
         raise ValueError(f"unknown model {args.model!r}; available: {', '.join(models.available())}")
-    if args.validate is not None:
-        overrides.append(f"init={args.validate}")
     cfg = load_config(args.config, args.model, overrides)
     if args.validate is not None:
         # the same held-out images and metric that chose each run's best.safetensors, so weights
         # from different runs or stages can be compared on one split
-        print(json.dumps({"weights": args.validate, **Trainer(cfg, progress=False).validate()}))
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        state, meta = load_weights(args.validate)
+        # options recorded with the weights (e.g. an inference radius chosen later) unless the config sets them
+        net = models.create(cfg.model, **{**json.loads(meta.get("options", "{}")), **cfg.model_options})
+        load_state_strict(net, state, args.validate)
+        bank, _, val_idx = load_training_data(cfg)
+        print(json.dumps({"weights": args.validate, **validate(net, bank, val_idx, cfg.data.val_average)}))
         return 0
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -11,6 +11,7 @@ import torch
 from hazefree import models
 from hazefree.models import CheckpointError, DehazeOutput
 from hazefree.models.guided_pix2pix import PatchDiscriminator, UNetGenerator
+from hazefree.models.weights import load_state_strict
 from hazefree.ops import guided_filter, rgb_to_gray
 
 TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None}
@@ -98,6 +99,29 @@ class TestGuidedPix2Pix:
         got = torch.func.functional_call(net, params, (x,))
         torch.testing.assert_close(got.clear, net(x).clear)
 
+    def test_airlight_head_starts_at_its_reference_and_learns(self):
+        torch.manual_seed(0)
+        plain = models.create("guided-pix2pix", **TINY, airlight="dark_channel").eval()
+        headed = models.create("guided-pix2pix", **TINY, airlight="dark_channel", airlight_head=True).eval()
+        headed.load_state_dict({**headed.state_dict(), **plain.state_dict()})
+        x = torch.rand(2, 3, 40, 48)
+        a, b = plain(x), headed(x)
+        torch.testing.assert_close(b.airlight, a.airlight, rtol=0, atol=0)  # zero last layer
+        torch.testing.assert_close(b.clear, a.clear, rtol=0, atol=0)
+        # trained through J alone, the head moves A towards the airlight that rendered the haze
+        clear, t = torch.rand(4, 3, 32, 32), torch.full((4, 1, 32, 32), 0.4)
+        hazy = clear * t + 0.6 * (1 - t)
+        headed.train()
+        opt = torch.optim.Adam(headed.airlight_head.parameters(), lr=1e-2)
+        err = []
+        for _ in range(60):
+            out = headed(hazy)
+            err.append((out.airlight - 0.6).abs().mean().item())
+            opt.zero_grad()
+            (out.clear - clear).abs().mean().backward()
+            opt.step()
+        assert err[-1] < 0.5 * err[0]
+
     def test_unet_and_discriminator_shapes(self):
         g = UNetGenerator(3, 1, ngf=4, num_downs=4)
         assert g(torch.rand(1, 3, 50, 30)).shape == (1, 1, 50, 30)
@@ -120,6 +144,22 @@ class TestWeightFiles:
         models.save_weights(net, tmp_path / "w.safetensors", "guided-pix2pix", other)
         with pytest.raises(CheckpointError, match=r"shape mismatch: .*backbone.down.0.0.weight: file \(4, 3, 4, 4\) vs model \(8, 3, 4, 4\)"):
             models.load_file(tmp_path / "w.safetensors")
+
+    def test_new_modules_keep_their_initialisation(self, tmp_path):
+        net = models.create("guided-pix2pix", **TINY)
+        models.save_weights(net, tmp_path / "w.safetensors", "guided-pix2pix", TINY)
+        state, _ = models.load_weights(tmp_path / "w.safetensors")
+        headed = models.create("guided-pix2pix", **TINY, airlight_head=True)
+        with pytest.raises(CheckpointError, match=r"missing: airlight_head\.mlp\.0\.bias"):
+            load_state_strict(headed, state, "w")
+        fresh = {k: v.clone() for k, v in headed.airlight_head.state_dict().items()}
+        load_state_strict(headed, state, "w", new_modules=["airlight_head"])
+        for k, v in state.items():
+            assert torch.equal(headed.state_dict()[k], v)
+        for k, v in fresh.items():
+            assert torch.equal(headed.airlight_head.state_dict()[k], v)
+        with pytest.raises(CheckpointError, match="has no module airlight_hed"):
+            load_state_strict(headed, state, "w", new_modules=["airlight_hed"])
 
     def test_malicious_pickle_refused(self, tmp_path):
         marker = tmp_path / "pwned"
@@ -168,8 +208,8 @@ class TestShippedWeights:
         meta = models.load_weights(models.weights.shipped_path(name))[1]
         assert meta["model"] == name and json.loads(meta["options"]) is not None
         # the options the weights were trained with (e.g. the airlight estimator) are the ones used
-        for key, value in json.loads(meta["options"]).items():
-            assert getattr(net, key) == value, key
+        ref = models.create(name, **json.loads(meta["options"]))
+        assert net.extra_repr() == ref.extra_repr() and net.state_dict().keys() == ref.state_dict().keys()
         assert "configs/" in meta.get("note", ""), "shipped weights must name the config that trained them"
         assert name in models.pretrained()
         if name == "guided-pix2pix":

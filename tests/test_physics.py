@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hazefree.physics import (
+    AIRLIGHT_METHODS,
     MIN_AIRLIGHT,
     add_haze,
     airlight_dark_channel,
@@ -16,6 +17,7 @@ from hazefree.physics import (
     check_image,
     dark_channel,
     estimate_airlight,
+    estimate_airlights,
     fit_haze_model,
     remove_haze,
     transmission_from_depth,
@@ -203,6 +205,17 @@ class TestAirlight:
         torch.testing.assert_close(batch[0:1], estimate_airlight(a_img, method))
         torch.testing.assert_close(batch[1:2], estimate_airlight(b_img, method))
         assert not torch.allclose(batch[0], batch[1])
+
+    def test_several_estimates_at_once(self):
+        img = _scene()
+        img[0, :, :25] = torch.tensor([0.8, 0.85, 0.9], dtype=torch.float64).view(3, 1, 1)
+        img[0, :, 70:77, 60:67] = 1.0
+        every = estimate_airlights(img)
+        assert list(every) == list(AIRLIGHT_METHODS)
+        for method, a in every.items():
+            torch.testing.assert_close(a, estimate_airlight(img, method), rtol=0, atol=0)
+        with pytest.raises(ValueError, match="unknown airlight method 'sky'"):
+            estimate_airlights(img, ("max_luma", "sky"))
 
     @pytest.mark.parametrize("method", ["max_luma", "dark_channel"])
     def test_black_image_clamped(self, method):

@@ -59,14 +59,14 @@ class TestConfig:
         with pytest.raises(ValueError, match="cannot read config"):
             load_config(bad)
 
-    @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+    @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
     def test_committed_configs(self, path):
         cfg = load_config(path)
         # training data: the train split and clear + depth sets only, never an evaluation set
         assert all(p.startswith("../shared/data/train/") for p in cfg.data.paired)
         assert all(Path(p).name in ("middlebury", "rgbd_sensor") for p in cfg.data.synthetic)
         # a later stage starts from the best weights of the committed config that precedes it
-        outs = {load_config(p).out for p in CONFIGS.glob("*.yaml")}
+        outs = {load_config(p).out for p in CONFIGS.rglob("*.yaml")}
         assert cfg.init is None or str(Path(cfg.init).parent) in outs - {cfg.out}
 
 
@@ -98,6 +98,27 @@ class TestTrainer:
         best_info = json.loads((Path(cfg.out) / "best.json").read_text())
         assert scored["val_psnr"] == pytest.approx(best_info["val_psnr"], abs=1e-9)
         assert sorted(p for p in tmp_path.rglob("*")) == files_before  # nothing written
+        # an option recorded with the weights and absent from the config is used
+        state, _ = load_weights(best)
+        models.save_weights(state, tmp_path / "t.safetensors", "guided-pix2pix", {**TINY, "t_min": 0.6})
+        cli_main(["train", "guided-pix2pix", "--config", str(tmp_path / "cfg.yaml"), "--validate",
+                  str(tmp_path / "t.safetensors")])
+        clamped = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert clamped["val_psnr"] != pytest.approx(scored["val_psnr"], abs=1e-3)
+
+    def test_airlight_error_tool(self, tmp_path):
+        # the fixtures are rendered with A = 0.85 (tests/helpers.py); the tool compares each model's A
+        cfg = _cfg(tmp_path)
+        net = models.create("guided-pix2pix", **TINY, airlight="max_luma")
+        models.save_weights(net, tmp_path / "w.safetensors", "guided-pix2pix", {**TINY, "airlight": "max_luma"})
+        tool = Path(__file__).resolve().parents[1] / "tools" / "airlight_error.py"
+        out = subprocess.run([sys.executable, str(tool), str(tmp_path / "cfg.yaml"), str(tmp_path / "w.safetensors")],
+                             capture_output=True, text=True, check=True).stdout
+        got = json.loads(out.strip().splitlines()[-1])
+        tr = Trainer(cfg, progress=False)
+        expected = [(net.eval()(tr.bank.full(i)[0]).airlight - 0.85).abs().mean().item() for i in tr.val_idx]
+        assert got["images"] == len(expected) > 0 and got["skipped"] == 0
+        assert got["mean_abs_airlight_error"] == pytest.approx(sum(expected) / len(expected), abs=2e-3)
 
     def test_lr_schedule(self, tmp_path):
         cfg = _cfg(tmp_path, "supervised", steps=5, optim={"lr": 1e-3, "lr_decay": 0.5, "lr_decay_every": 2})
@@ -201,6 +222,15 @@ class TestTrainer:
             tr = Trainer(second, resume=resume, progress=False)
             for k, v in load_weights(best)[0].items():
                 torch.testing.assert_close(tr.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+        # a head added on top of the previous stage starts fresh; every other weight is the stage's
+        headed = _cfg(tmp_path, steps=2, out=str(tmp_path / "stage2h"), init=str(best),
+                      model_options={**TINY, "airlight_head": True}, init_new_modules=["airlight_head"])
+        tr = Trainer(headed, progress=False)
+        for k, v in load_weights(best)[0].items():
+            torch.testing.assert_close(tr.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+        with pytest.raises(Exception, match="missing: airlight_head"):
+            Trainer(_cfg(tmp_path, steps=2, out=str(tmp_path / "stage2x"), init=str(best),
+                         model_options={**TINY, "airlight_head": True}), progress=False)
         with pytest.raises(Exception, match="no such file"):
             Trainer(_cfg(tmp_path, out=str(tmp_path / "bad"), init=str(tmp_path / "missing.safetensors")),
                     progress=False)

@@ -4,7 +4,9 @@
         --note "configs/guided-pix2pix.yaml, step 2500"
 
 float16 halves the file; loading casts back to float32 (measured effect on PSNR: see README).
-The model name and options recorded by the trainer are kept; ``--note`` adds provenance.
+The model name and options recorded by the trainer are kept; ``--option KEY=VALUE`` (a JSON value)
+changes an inference option chosen after training, e.g. the guided filter's radius picked on the
+validation split; ``--note`` adds provenance.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import sys
 
 import torch
 
-from hazefree.models.weights import load_weights, save_weights, shipped_path
+from hazefree.models import create
+from hazefree.models.weights import load_state_strict, load_weights, save_weights, shipped_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", help="registry name the weights are shipped for")
     p.add_argument("--note", default="", help="provenance recorded in the file's metadata")
     p.add_argument("--float32", action="store_true", help="keep float32 instead of float16")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="record an inference option (JSON value), e.g. radius=60 (repeatable)")
     args = p.parse_args(argv)
     state, meta = load_weights(args.source)
     if meta.get("model") != args.name:
@@ -34,6 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     extra = {k: v for k, v in meta.items() if k not in {"format", "model", "options"}}
     extra["note"] = args.note
     options = json.loads(meta.get("options", "{}"))
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            sep = ""
+        if not sep or not key:
+            print(f"error: --option {item!r}: expected KEY=JSON_VALUE, e.g. radius=60", file=sys.stderr)
+            return 2
+    # the options must build the model the weights were trained as
+    load_state_strict(create(meta["model"], **options), state, args.source)
     save_weights(state, shipped_path(args.name), meta["model"], options, extra)
     print(f"wrote {shipped_path(args.name)}")
     return 0

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import fast_guided_filter, guided_filter, rgb_to_gray
-from ..physics import estimate_airlight
+from ..physics import MIN_AIRLIGHT, estimate_airlights
 from .outputs import DehazeOutput
 
 
@@ -76,6 +76,10 @@ class UNetGenerator(nn.Module):
         self.head = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * widths[0], out_channels, 4, 2, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The output and the innermost (bottleneck) features, N x ngf*min(2**(num_downs-1), 8) x h x w."""
         h, w = x.shape[-2:]
         m = 2**self.num_downs
         ph, pw = (-h) % m, (-w) % m
@@ -87,11 +91,11 @@ class UNetGenerator(nn.Module):
         for block in self.down:
             x = block(x)
             skips.append(x)
-        skips.pop()  # the innermost output is x itself
+        bottleneck = skips.pop()  # the innermost output is x itself
         for block in self.up:
             x = block(x)
             x = torch.cat([x, skips.pop()], dim=1)
-        return self.head(x)[..., :h, :w]
+        return self.head(x)[..., :h, :w], bottleneck
 
 
 class PatchDiscriminator(nn.Module):
@@ -120,6 +124,38 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([hazy, clear], dim=1))
 
 
+# Estimators whose values the airlight head sees next to the U-Net's features.
+_HEAD_ESTIMATORS = ("max_luma", "dark_channel", "dark_channel_brightest")
+
+
+class AirlightHead(nn.Module):
+    """Learned correction of an airlight estimate (a deviation from the paper, which uses max luma).
+
+    Max luma is right for dense white haze but is outshone by bright objects under dim haze;
+    the dark-channel rules err the other way on scenes whose haziest pixels are not opaque. The head
+    sees the U-Net's pooled bottleneck features and the three estimates (:data:`_HEAD_ESTIMATORS`)
+    and returns A = clamp(A_ref + 0.5 tanh(delta)) per channel, where A_ref is the model's
+    configured estimator. It is trained end to end through J = (I - A) / t + A; the last layer
+    starts at zero, so a new head leaves a trained model's output unchanged.
+
+    Shape:
+        (N x C x h x w features, N x 3 x 1 x 1 A_ref, N x 9 estimates) -> N x 3 x 1 x 1.
+    """
+
+    def __init__(self, channels: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(channels + 3 * len(_HEAD_ESTIMATORS), hidden), nn.ReLU(), nn.Linear(hidden, 3)
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, features: Tensor, reference: Tensor, estimates: Tensor) -> Tensor:
+        x = torch.cat([features.mean(dim=(2, 3)), estimates], dim=1)
+        delta = 0.5 * torch.tanh(self.mlp(x))
+        return (reference + delta.view_as(reference)).clamp(MIN_AIRLIGHT, 1.0)
+
+
 class GuidedPix2Pix(nn.Module):
     """Guided-Pix2Pix generator G: U-Net -> guided filter layer -> scattering equation.
 
@@ -131,7 +167,9 @@ class GuidedPix2Pix(nn.Module):
         eps: guided-filter epsilon (paper: 1e-8).
         t_min: lower bound of the refined transmission; J is clipped to [0, 1] in eval mode only,
             so training keeps gradients for every pixel.
-        airlight: airlight estimator, ``"max_luma"`` (paper) or ``"dark_channel"``.
+        airlight: airlight estimator, ``"max_luma"`` (paper), ``"dark_channel"`` or
+            ``"dark_channel_brightest"`` (see :func:`~hazefree.physics.estimate_airlight`).
+        airlight_head: refine that estimate with a learned :class:`AirlightHead` (not in the paper).
         work_size: longer side at which the U-Net runs; larger inputs are resized down and the fast
             guided filter carries t back to full resolution. ``None`` runs at full resolution.
 
@@ -150,22 +188,29 @@ class GuidedPix2Pix(nn.Module):
         t_min: float = 0.05,
         airlight: str = "max_luma",
         work_size: int | None = None,
+        airlight_head: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = UNetGenerator(3, 1, ngf=ngf, num_downs=num_downs, dropout=dropout)
         self.radius, self.eps, self.t_min = radius, eps, t_min
         self.airlight, self.work_size = airlight, work_size
+        self.airlight_head = AirlightHead(ngf * min(2 ** (num_downs - 1), 8)) if airlight_head else None
 
     def forward(self, hazy: Tensor) -> DehazeOutput:
         h, w = hazy.shape[-2:]
-        with torch.no_grad():  # A is a statistic of the input; no parameter influences it
-            a = estimate_airlight(hazy, self.airlight)
+        methods = (self.airlight, *_HEAD_ESTIMATORS) if self.airlight_head is not None else (self.airlight,)
+        with torch.no_grad():  # the estimates are statistics of the input; no parameter influences them
+            est = estimate_airlights(hazy, tuple(dict.fromkeys(methods)))
+        a = est[self.airlight]
         low = hazy
         if self.work_size is not None and max(h, w) > self.work_size:
             s = self.work_size / max(h, w)
             size = (max(1, round(h * s)), max(1, round(w * s)))
             low = F.interpolate(hazy, size=size, mode="bilinear", align_corners=False, antialias=True)
-        t0 = torch.sigmoid(self.backbone(low))
+        logits, bottleneck = self.backbone.forward_features(low)
+        t0 = torch.sigmoid(logits)
+        if self.airlight_head is not None:
+            a = self.airlight_head(bottleneck, a, torch.cat([est[m].flatten(1) for m in _HEAD_ESTIMATORS], 1))
         guide_low = rgb_to_gray(low)
         if low is hazy:
             t = guided_filter(guide_low, t0, self.radius, self.eps)
@@ -180,7 +225,7 @@ class GuidedPix2Pix(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"radius={self.radius}, eps={self.eps}, t_min={self.t_min}, "
-            f"airlight={self.airlight!r}, work_size={self.work_size}"
+            f"airlight={self.airlight!r}, airlight_head={self.airlight_head is not None}, work_size={self.work_size}"
         )
 
 
@@ -191,6 +236,7 @@ def guided_pix2pix(**kwargs) -> GuidedPix2Pix:
 __all__ = [
     "UNetGenerator",
     "PatchDiscriminator",
+    "AirlightHead",
     "GuidedPix2Pix",
     "guided_pix2pix",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -82,10 +82,20 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return obj, {}
 
 
-def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path) -> None:
-    """Load ``state`` into ``model``; on any missing, unexpected or mis-shaped key raise a clear error."""
+def load_state_strict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path, new_modules: Sequence[str] = ()
+) -> None:
+    """Load ``state`` into ``model``; on any missing, unexpected or mis-shaped key raise a clear error.
+
+    Parameters of the modules named in ``new_modules`` (e.g. a head added on top of trained
+    weights) may be absent from ``state``; they keep their current values.
+    """
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    fresh = {k for k in own for m in new_modules if k.startswith(f"{m}.")}
+    unknown = [m for m in new_modules if not any(k.startswith(f"{m}.") for k in own)]
+    if unknown:
+        raise CheckpointError(f"{source}: {type(model).__name__} has no module {', '.join(unknown)}")
+    missing = sorted(set(own) - set(state) - fresh)
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -101,4 +111,4 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
         raise CheckpointError(
             f"{source}: weights do not fit {type(model).__name__}: " + "; ".join(parts)
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict({**{k: own[k] for k in fresh - set(state)}, **state}, strict=True)
