@@ -24,7 +24,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ __all__ = [
     "find_depth_samples",
     "synthesize_haze",
     "PairBank",
+    "source_labels",
     "CropSampler",
 ]
 
@@ -362,11 +363,37 @@ class PairBank:
             groups.setdefault(self.sources[i], []).append(i)
         return {k: groups[k] for k in sorted(groups)}
 
-    def split(self, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-        """Indices (train, val): whole scenes go to one side (a RESIDE scene id, a synthetic source)."""
+    def split(self, val_fraction: float | Mapping[str, float], seed: int) -> tuple[list[int], list[int]]:
+        """Indices (train, val): whole scenes go to one side (a RESIDE scene id, a synthetic source).
+
+        A float draws that fraction of all scenes. A mapping {source label: fraction} (labels as
+        :func:`source_labels` gives them, e.g. ``{"sots_indoor": 0.1, "rice1": 0.25}``) splits each
+        source on its own, so a small source gets a validation share of its own size; every
+        source must be named.
+        """
+        if not isinstance(val_fraction, Mapping):
+            return self._split_scenes(range(len(self)), val_fraction, seed)
+        groups = self.by_source(range(len(self)))
+        labels = source_labels(groups)
+        missing = sorted(set(labels.values()) - set(val_fraction))
+        unknown = sorted(set(val_fraction) - set(labels.values()))
+        if missing or unknown:
+            raise ValueError(
+                f"val_fraction by source must name every source ({', '.join(sorted(labels.values()))}); "
+                + "; ".join(f"{what}: {', '.join(keys)}" for what, keys in (("missing", missing), ("unknown", unknown)) if keys)
+            )
+        train: list[int] = []
+        val: list[int] = []
+        for src, indices in groups.items():
+            t, v = self._split_scenes(indices, val_fraction[labels[src]], seed)
+            train += t
+            val += v
+        return train, val
+
+    def _split_scenes(self, indices: Iterable[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
         groups: dict[str, list[int]] = {}
-        for i, n in enumerate(self.names):
-            groups.setdefault(n.split("_", 1)[0], []).append(i)
+        for i in indices:
+            groups.setdefault(self.names[i].split("_", 1)[0], []).append(i)
         keys = sorted(groups)
         order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
         n_val = int(round(val_fraction * len(keys))) if val_fraction > 0 else 0
@@ -380,6 +407,13 @@ class PairBank:
     def full(self, index: int) -> tuple[Tensor, Tensor]:
         """Whole image ``index`` as float tensors (1 x 3 x H x W)."""
         return _to_float(self.hazy[index]), _to_float(self.clear[index])
+
+
+def source_labels(sources: Iterable[str]) -> dict[str, str]:
+    """A short name for each source: its folder's name, or the whole path where names collide."""
+    sources = list(sources)
+    names = [Path(src).name for src in sources]
+    return {src: name if names.count(name) == 1 else src for src, name in zip(sources, names)}
 
 
 def _to_uint8(x: Tensor) -> Tensor:

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import models
-from .data import CropSampler, PairBank, find_depth_samples, find_pairs
+from .data import CropSampler, PairBank, find_depth_samples, find_pairs, source_labels
 from .models.weights import CheckpointError, atomic_write, load_state_strict, load_weights, save_weights
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "Trainer",
     "load_training_data",
     "validate",
-    "source_labels",
     "train",
     "add_train_parser",
 ]
@@ -76,7 +75,8 @@ class DataConfig:
     channel_shuffle: bool = False  # random colour-channel permutation of each crop (see CropSampler)
     balance_sources: bool = False  # draw each dataset folder / the synthetic set equally often
     pair_pattern: str | None = None
-    val_fraction: float = 0.1
+    # a fraction of all scenes, or {source label: fraction} to split each source on its own
+    val_fraction: float | dict[str, float] = 0.1
     crop: int = 256
     scale_range: tuple[float, float] = (0.5, 1.0)
     max_side: int | None = 1024
@@ -470,13 +470,6 @@ def validate(model: nn.Module, bank: PairBank, indices: Sequence[int], average: 
     for src, (p, s) in per_source.items():
         out[f"val_psnr@{labels[src]}"], out[f"val_ssim@{labels[src]}"] = p, s
     return out
-
-
-def source_labels(sources: Iterable[str]) -> dict[str, str]:
-    """A short name for each source: its folder's name, or the whole path where names collide."""
-    sources = list(sources)
-    names = [Path(src).name for src in sources]
-    return {src: name if names.count(name) == 1 else src for src, name in zip(sources, names)}
 
 
 class Trainer:

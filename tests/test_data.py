@@ -236,6 +236,23 @@ class TestSampler:
         assert not scenes(train) & scenes(val)
         assert bank.split(0.34, seed=0) == (train, val)
 
+    def test_split_by_source(self, tmp_path):
+        for first, root in ((1400, tmp_path / "indoor"), (100, tmp_path / "clouds")):
+            n = 10 if first == 1400 else 4
+            for scene in range(n):
+                _img(root / "hazy" / f"{first + scene}_1.png", seed=scene)
+                _img(root / "clear" / f"{first + scene}.png", seed=99)
+        pairs = find_pairs(tmp_path / "indoor").pairs + find_pairs(tmp_path / "clouds").pairs
+        bank = PairBank(pairs)
+        train, val = bank.split({"indoor": 0.2, "clouds": 0.5}, seed=3)
+        assert sorted(train + val) == list(range(14))
+        per = {Path(src).name: len(idx) for src, idx in bank.by_source(val).items()}
+        assert per == {"indoor": 2, "clouds": 2}  # 20 % of 10 scenes, 50 % of 4
+        assert bank.split({"indoor": 0.2, "clouds": 0.5}, seed=3) == (train, val)
+        assert bank.split({"indoor": 0.0, "clouds": 0.5}, seed=3)[1] == [i for i in val if "clouds" in bank.sources[i]]
+        with pytest.raises(ValueError, match="missing: clouds; unknown: cloud"):
+            bank.split({"indoor": 0.2, "cloud": 0.5}, seed=3)
+
     def test_synthetic_samples_in_bank(self, tmp_path):
         TestSyntheticHaze()._depth_set(tmp_path / "depthset", 8)
         bank = PairBank(depth_samples=find_depth_samples(tmp_path / "depthset"), synthetic_per_sample=3, seed=1)
