@@ -222,8 +222,8 @@ def estimate_airlight(image: Tensor, method: str = "max_luma") -> Tensor:
 
 
 def estimate_airlights(image: Tensor, methods: Sequence[str] = AIRLIGHT_METHODS) -> dict[str, Tensor]:
-    """Several airlight estimates (see :func:`estimate_airlight`) by name; the dark channel is
-    computed once for all the rules that need it."""
+    """Several airlight estimates (see :func:`estimate_airlight`) by name, each once however often
+    it is named; the dark channel is computed once for all the rules that need it."""
     unknown = [m for m in methods if m not in AIRLIGHT_METHODS]
     if unknown:
         raise ValueError(f"unknown airlight method {unknown[0]!r}; choose one of {AIRLIGHT_METHODS}")
@@ -233,7 +233,7 @@ def estimate_airlights(image: Tensor, methods: Sequence[str] = AIRLIGHT_METHODS)
         "dark_channel": lambda: airlight_dark_channel(image, dark=dark),
         "dark_channel_brightest": lambda: airlight_dark_channel(image, brightest_fraction=0.0, dark=dark),
     }
-    return {m: rules[m]() for m in methods}
+    return {m: rules[m]() for m in dict.fromkeys(methods)}
 
 
 def fit_haze_model(

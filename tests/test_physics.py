@@ -214,6 +214,7 @@ class TestAirlight:
         assert list(every) == list(AIRLIGHT_METHODS)
         for method, a in every.items():
             torch.testing.assert_close(a, estimate_airlight(img, method), rtol=0, atol=0)
+        assert list(estimate_airlights(img, ("dark_channel", "max_luma", "dark_channel"))) == ["dark_channel", "max_luma"]
         with pytest.raises(ValueError, match="unknown airlight method 'sky'"):
             estimate_airlights(img, ("max_luma", "sky"))
 

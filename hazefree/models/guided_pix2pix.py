@@ -200,7 +200,7 @@ class GuidedPix2Pix(nn.Module):
         h, w = hazy.shape[-2:]
         methods = (self.airlight, *_HEAD_ESTIMATORS) if self.airlight_head is not None else (self.airlight,)
         with torch.no_grad():  # the estimates are statistics of the input; no parameter influences them
-            est = estimate_airlights(hazy, tuple(dict.fromkeys(methods)))
+            est = estimate_airlights(hazy, methods)
         a = est[self.airlight]
         low = hazy
         if self.work_size is not None and max(h, w) > self.work_size:
