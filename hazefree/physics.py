@@ -11,6 +11,7 @@ broadcasts over the image; a transmission is N x 1 x H x W (or N x 3 x H x W per
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, Sequence, Union, get_args
 
@@ -227,11 +228,11 @@ def estimate_airlights(image: Tensor, methods: Sequence[str] = AIRLIGHT_METHODS)
     unknown = [m for m in methods if m not in AIRLIGHT_METHODS]
     if unknown:
         raise ValueError(f"unknown airlight method {unknown[0]!r}; choose one of {AIRLIGHT_METHODS}")
-    dark = dark_channel(image) if any(m.startswith("dark_channel") for m in methods) else None
+    dark = functools.cache(lambda: dark_channel(image))  # computed on first use, then shared
     rules = {
         "max_luma": lambda: airlight_max_luma(image),
-        "dark_channel": lambda: airlight_dark_channel(image, dark=dark),
-        "dark_channel_brightest": lambda: airlight_dark_channel(image, brightest_fraction=0.0, dark=dark),
+        "dark_channel": lambda: airlight_dark_channel(image, dark=dark()),
+        "dark_channel_brightest": lambda: airlight_dark_channel(image, brightest_fraction=0.0, dark=dark()),
     }
     return {m: rules[m]() for m in dict.fromkeys(methods)}
 

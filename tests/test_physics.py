@@ -218,6 +218,19 @@ class TestAirlight:
         with pytest.raises(ValueError, match="unknown airlight method 'sky'"):
             estimate_airlights(img, ("max_luma", "sky"))
 
+    @pytest.mark.parametrize(
+        "methods, expected_calls",
+        [(("max_luma",), 0), (("dark_channel",), 1), (AIRLIGHT_METHODS, 1)],
+    )
+    def test_dark_channel_computed_only_when_needed_and_once(self, monkeypatch, methods, expected_calls):
+        import hazefree.physics as physics
+
+        calls = []
+        real = physics.dark_channel
+        monkeypatch.setattr(physics, "dark_channel", lambda *a, **k: calls.append(1) or real(*a, **k))
+        estimate_airlights(_scene(), methods)
+        assert len(calls) == expected_calls
+
     @pytest.mark.parametrize("method", ["max_luma", "dark_channel"])
     def test_black_image_clamped(self, method):
         a = estimate_airlight(torch.zeros(1, 3, 9, 9), method)
