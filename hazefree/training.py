@@ -725,10 +725,8 @@ def run_train(args: argparse.Namespace) -> int:
         # from different runs or stages can be compared on one split
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        state, meta = load_weights(args.validate)
         # options recorded with the weights (e.g. an inference radius chosen later) unless the config sets them
-        net = models.create(cfg.model, **{**json.loads(meta.get("options", "{}")), **cfg.model_options})
-        load_state_strict(net, state, args.validate)
+        net = models.load_file(args.validate, model=cfg.model, **cfg.model_options)
         bank, _, val_idx = load_training_data(cfg)
         print(json.dumps({"weights": args.validate, **validate(net, bank, val_idx, cfg.data.val_average)}))
         return 0

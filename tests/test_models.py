@@ -138,6 +138,20 @@ class TestWeightFiles:
             assert torch.equal(back.state_dict()[k], v)
         assert not list(tmp_path.glob(".*tmp"))
 
+    def test_plain_state_dict_needs_the_model_name(self, tmp_path):
+        import safetensors.torch
+
+        net = models.create("guided-pix2pix", **TINY)
+        safetensors.torch.save_file(net.state_dict(), tmp_path / "plain.safetensors")
+        with pytest.raises(CheckpointError, match="no 'model' entry"):
+            models.load_file(tmp_path / "plain.safetensors")
+        back = models.load_file(tmp_path / "plain.safetensors", model="guided-pix2pix", **TINY)
+        for k, v in net.state_dict().items():
+            assert torch.equal(back.state_dict()[k], v)
+        models.save_weights(net, tmp_path / "w.safetensors", "guided-pix2pix", TINY)
+        with pytest.raises(CheckpointError, match="holds weights for 'guided-pix2pix', not 'aod-net'"):
+            models.load_file(tmp_path / "w.safetensors", model="aod-net")
+
     def test_wrong_architecture_lists_keys(self, tmp_path):
         net = models.create("guided-pix2pix", **TINY)
         other = {**TINY, "ngf": 8}

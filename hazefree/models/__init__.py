@@ -158,15 +158,19 @@ def load(name: str, **options: Any) -> nn.Module:
     )
 
 
-def load_file(path: str | Path, **options: Any) -> nn.Module:
+def load_file(path: str | Path, *, model: str | None = None, **options: Any) -> nn.Module:
     """Model from a weights file written by :func:`save_weights` or by ``hazefree train``.
 
     The file records the model name and its options; ``options`` override inference settings.
+    ``model`` names the architecture for a file without that record (a plain safetensors state
+    dict); for a file with one, the two must agree.
     """
     state, meta = load_weights(path)
-    name = meta.get("model")
+    name = meta.get("model", model)
     if name is None:
         raise CheckpointError(f"{path}: no 'model' entry in the file's metadata; not a hazefree weights file")
+    if model is not None and name != model:
+        raise CheckpointError(f"{path}: holds weights for {name!r}, not {model!r}")
     recorded = json.loads(meta.get("options", "{}"))
     model = MODELS.build(name, **{**recorded, **options})
     _weights.load_state_strict(model, state, path)
