@@ -306,6 +306,7 @@ class PairBank:
     ) -> None:
         self.names: list[str] = []
         self.sources: list[str] = []  # the dataset folder of each pair ("synthetic" for depth renders)
+        self.rerendered: list[bool] = []  # a re-rendered haze level, not an image of the benchmark
         self.hazy: list[Tensor] = []
         self.clear: list[Tensor] = []
         # its own stream, so that enabling re-rendering leaves the depth-synthetic set unchanged
@@ -329,7 +330,7 @@ class PairBank:
                     u = torch.rand(5, generator=regen)
                     if u[0].item() < rerender_new_airlight:
                         a_k = _draw_airlight(u[1:], airlight_range).view(1, 3, 1, 1)
-                self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a_k), c, max_side, source)
+                self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a_k), c, max_side, source, rerendered=True)
         gen = torch.Generator().manual_seed(seed)
         for s in depth_samples:
             clear = read_image(s.clear).rgb
@@ -342,7 +343,9 @@ class PairBank:
         if not self.names:
             raise ValueError("no training images: give at least one dataset folder")
 
-    def _add(self, name: str, hazy: Tensor, clear: Tensor, max_side: int | None, source: str) -> None:
+    def _add(
+        self, name: str, hazy: Tensor, clear: Tensor, max_side: int | None, source: str, rerendered: bool = False
+    ) -> None:
         if max_side is not None and max(hazy.shape[-2:]) > max_side:
             s = max_side / max(hazy.shape[-2:])
             size = (round(hazy.shape[-2] * s), round(hazy.shape[-1] * s))
@@ -350,6 +353,7 @@ class PairBank:
             clear = F.interpolate(clear, size=size, mode="bilinear", antialias=True, align_corners=False)
         self.names.append(name)
         self.sources.append(source)
+        self.rerendered.append(rerendered)
         self.hazy.append(_to_uint8(hazy))
         self.clear.append(_to_uint8(clear))
 

@@ -85,6 +85,9 @@ class DataConfig:
     # per-source means, so each dataset folder (and the synthetic set) weighs the same in the
     # choice of best.safetensors however many images (or re-rendered levels) it contributes
     val_average: str = "image"
+    # False: validate on the benchmark's own hazy images of the held-out scenes only, not on their
+    # re-rendered levels (which, like the rest of those scenes, are not trained on either)
+    val_rerendered: bool = True
 
 
 @dataclass
@@ -416,7 +419,8 @@ def _dist_info() -> tuple[int, int]:
 def load_training_data(cfg: TrainConfig) -> tuple[PairBank, list[int], list[int]]:
     """The run's images and its (train, validation) indices, as :class:`Trainer` uses them.
 
-    Validation takes whole scenes (:meth:`PairBank.split`), at most ``data.val_max_images`` images:
+    Validation takes whole scenes (:meth:`PairBank.split`; without their re-rendered levels if
+    ``data.val_rerendered`` is false), at most ``data.val_max_images`` images:
     the first ones when averaging over images; when averaging over sources, taken from each source
     in turn, so the cap cannot leave a source out.
     """
@@ -431,6 +435,8 @@ def load_training_data(cfg: TrainConfig) -> tuple[PairBank, list[int], list[int]
         rerender_new_airlight=d.rerender_new_airlight,
     )
     train_idx, val_idx = bank.split(d.val_fraction, cfg.seed)
+    if not d.val_rerendered:
+        val_idx = [i for i in val_idx if not bank.rerendered[i]]
     if d.val_average == "image":
         return bank, train_idx, val_idx[: d.val_max_images]
     queues = list(bank.by_source(val_idx).values())

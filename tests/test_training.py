@@ -16,7 +16,7 @@ from helpers import make_paired_dataset
 from hazefree import models
 from hazefree.cli import main as cli_main
 from hazefree.models.weights import load_weights
-from hazefree.training import TrainConfig, Trainer, load_config
+from hazefree.training import TrainConfig, Trainer, load_config, load_training_data
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None}
@@ -68,6 +68,19 @@ class TestConfig:
         # a later stage starts from the best weights of the committed config that precedes it
         outs = {load_config(p).out for p in CONFIGS.rglob("*.yaml")}
         assert cfg.init is None or str(Path(cfg.init).parent) in outs - {cfg.out}
+
+
+class TestTrainingData:
+    def test_validation_without_rerendered_levels(self, tmp_path):
+        data = {"paired": [str(_dataset(tmp_path / "data"))], "rerender_per_pair": 2, "val_fraction": 0.25}
+        with_levels = load_training_data(_cfg(tmp_path, data=data))
+        bank, train, val = load_training_data(_cfg(tmp_path, data={**data, "val_rerendered": False}))
+        scene = lambda i: bank.names[i].split("_")[0]  # noqa: E731
+        assert [bank.names[i] for i in with_levels[2]] == ["101_1", "101_1_rr0", "101_1_rr1"]
+        assert [bank.names[i] for i in val] == ["101_1"]
+        # the held-out scene's levels are not trained on either
+        assert train == with_levels[1] and all(scene(i) != "101" for i in train)
+        assert sum(bank.rerendered) == 8 and not any(bank.rerendered[i] for i in val)
 
 
 class TestTrainer:
