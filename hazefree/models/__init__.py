@@ -172,6 +172,6 @@ def load_file(path: str | Path, *, model: str | None = None, **options: Any) -> 
     if model is not None and name != model:
         raise CheckpointError(f"{path}: holds weights for {name!r}, not {model!r}")
     recorded = json.loads(meta.get("options", "{}"))
-    model = MODELS.build(name, **{**recorded, **options})
-    _weights.load_state_strict(model, state, path)
-    return model.eval()
+    net = MODELS.build(name, **{**recorded, **options})
+    _weights.load_state_strict(net, state, path)
+    return net.eval()
