@@ -91,8 +91,9 @@ def load_state_strict(
     weights) may be absent from ``state``; they keep their current values.
     """
     own = model.state_dict()
-    fresh = {k for k in own for m in new_modules if k.startswith(f"{m}.")}
-    unknown = [m for m in new_modules if not any(k.startswith(f"{m}.") for k in own)]
+    keys_of = {m: {k for k in own if k.startswith(f"{m}.")} for m in new_modules}
+    fresh = set().union(*keys_of.values())
+    unknown = [m for m, keys in keys_of.items() if not keys]
     if unknown:
         raise CheckpointError(f"{source}: {type(model).__name__} has no module {', '.join(unknown)}")
     missing = sorted(set(own) - set(state) - fresh)
