@@ -438,6 +438,8 @@ class CropSampler:
     horizontal flip, random crop of ``crop`` x ``crop``. With ``balance_sources`` each sample first
     draws a source (a dataset folder, or the depth-synthetic set) uniformly, then an image of it, so
     a large source (e.g. re-rendered RESIDE levels) does not crowd out a small one (RICE). With
+    ``source_weights`` ({source label: weight}, every source named) the source is drawn with
+    probability proportional to its weight instead. With
     ``channel_shuffle`` the same random permutation of the colour channels for hazy and clear,
     which keeps I = J t + A (1 - t) exact for a grey airlight and so adds scene colours without
     adding a haze the model cannot render.
@@ -454,20 +456,37 @@ class CropSampler:
         flip: bool = True,
         channel_shuffle: bool = False,
         balance_sources: bool = False,
+        source_weights: Mapping[str, float] | None = None,
     ) -> None:
         if not indices:
             raise ValueError("no training images after the validation split")
         self.bank, self.indices = bank, list(indices)
         self.crop, self.batch_size, self.seed = crop, batch_size, seed
         self.scale_range, self.flip, self.channel_shuffle = scale_range, flip, channel_shuffle
-        self.groups = list(bank.by_source(self.indices).values()) if balance_sources else [self.indices]
+        by_source = bank.by_source(self.indices)
+        self.groups = list(by_source.values()) if balance_sources or source_weights else [self.indices]
+        self.weights: Tensor | None = None
+        if source_weights:
+            labels = [source_labels(by_source)[src] for src in by_source]
+            missing = sorted(set(labels) - set(source_weights))
+            unknown = sorted(set(source_weights) - set(labels))
+            if missing or unknown:
+                raise ValueError(
+                    f"source_weights must name every training source ({', '.join(sorted(labels))}); "
+                    + "; ".join(f"{what}: {', '.join(k)}" for what, k in (("missing", missing), ("unknown", unknown)) if k)
+                )
+            self.weights = torch.tensor([float(source_weights[label]) for label in labels], dtype=torch.float64)
+            if bool((self.weights < 0).any()) or not float(self.weights.sum()) > 0:
+                raise ValueError(f"source_weights must be >= 0 with a positive sum, got {dict(source_weights)}")
 
     def batch(self, step: int, rank: int = 0) -> dict[str, Tensor]:
         gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1009 + rank) % 2**63)
         hazy, clear = [], []
         for _ in range(self.batch_size):
             group = self.groups[0]
-            if len(self.groups) > 1:  # only then an extra draw: unbalanced runs keep their batches
+            if self.weights is not None:
+                group = self.groups[int(torch.multinomial(self.weights, 1, generator=gen))]
+            elif len(self.groups) > 1:  # only then an extra draw: unbalanced runs keep their batches
                 group = self.groups[int(torch.randint(len(self.groups), (1,), generator=gen))]
             i = group[int(torch.randint(len(group), (1,), generator=gen))]
             h, c = self._crop(_to_float(self.bank.hazy[i]), _to_float(self.bank.clear[i]), gen)

@@ -52,6 +52,7 @@ __all__ = [
     "Trainer",
     "load_training_data",
     "validate",
+    "validate_run",
     "train",
     "add_train_parser",
 ]
@@ -72,8 +73,15 @@ class DataConfig:
     rerender_per_pair: int = 0
     rerender_beta_scale: tuple[float, float] = (0.5, 2.0)
     rerender_new_airlight: float = 0.0  # fraction of re-renders under a new airlight (see PairBank)
+    # only pairs whose fitted scattering model reproduces the hazy image to this PSNR are re-rendered:
+    # 55 dB admits lossless RESIDE renders only; about 45 dB also admits JPEG-stored synthetic outdoor
+    # pairs (SOTS-outdoor, HazeRD: 44-57 dB) and still excludes real haze (O-/NH-/Dense-HAZE, RICE2: < 35 dB)
+    rerender_min_fit_db: float = 55.0
     channel_shuffle: bool = False  # random colour-channel permutation of each crop (see CropSampler)
     balance_sources: bool = False  # draw each dataset folder / the synthetic set equally often
+    # {source label: weight}: draw each sample's source with probability proportional to its weight
+    # (every training source named; overrides balance_sources)
+    source_weights: dict[str, float] = field(default_factory=dict)
     pair_pattern: str | None = None
     # a fraction of all scenes, or {source label: fraction} to split each source on its own
     val_fraction: float | dict[str, float] = 0.1
@@ -83,11 +91,18 @@ class DataConfig:
     val_max_images: int = 16
     # "image": val_psnr/val_ssim are means over the validation images; "source": means of the
     # per-source means, so each dataset folder (and the synthetic set) weighs the same in the
-    # choice of best.safetensors however many images (or re-rendered levels) it contributes
+    # choice of best.safetensors however many images (or re-rendered levels) it contributes;
+    # "group": the weighted mean over ``val_groups`` of each group's image mean, so several small
+    # sources of one kind (e.g. three real-haze sets of 4 images) pool into one voice
     val_average: str = "image"
+    # {group name: [source labels]} for val_average "group"; every validated source in one group
+    val_groups: dict[str, list[str]] = field(default_factory=dict)
+    val_group_weights: dict[str, float] = field(default_factory=dict)  # default weight 1 per group
     # False: validate on the benchmark's own hazy images of the held-out scenes only, not on their
     # re-rendered levels (which, like the rest of those scenes, are not trained on either)
     val_rerendered: bool = True
+    # seed of the scene split; None = the run's seed. Fix it to train several seeds on one split.
+    split_seed: int | None = None
 
 
 @dataclass
@@ -425,32 +440,47 @@ def load_training_data(cfg: TrainConfig) -> tuple[PairBank, list[int], list[int]
     in turn, so the cap cannot leave a source out.
     """
     d = cfg.data
-    if d.val_average not in ("image", "source"):  # before the load, which takes a minute on the full set
-        raise ValueError(f"data.val_average must be 'image' or 'source', got {d.val_average!r}")
+    if d.val_average not in ("image", "source", "group"):  # before the load, which takes a minute
+        raise ValueError(f"data.val_average must be 'image', 'source' or 'group', got {d.val_average!r}")
+    if (d.val_average == "group") != bool(d.val_groups):
+        raise ValueError("data.val_groups is needed with val_average 'group', and only with it")
+    unknown = sorted(set(d.val_group_weights) - set(d.val_groups))
+    if unknown:
+        raise ValueError(f"data.val_group_weights names groups not in val_groups: {', '.join(unknown)}")
     pairs = [p for root in d.paired for p in find_pairs(root, d.pair_pattern).pairs]
     depth = [s for root in d.synthetic for s in find_depth_samples(root)]
     bank = PairBank(
         pairs, depth, d.synthetic_per_sample, seed=cfg.seed, max_side=d.max_side,
         rerender_per_pair=d.rerender_per_pair, rerender_beta_scale=tuple(d.rerender_beta_scale),
-        rerender_new_airlight=d.rerender_new_airlight,
+        rerender_new_airlight=d.rerender_new_airlight, rerender_min_fit_db=d.rerender_min_fit_db,
     )
-    train_idx, val_idx = bank.split(d.val_fraction, cfg.seed)
+    train_idx, val_idx = bank.split(d.val_fraction, cfg.seed if d.split_seed is None else d.split_seed)
     if not d.val_rerendered:
         val_idx = [i for i in val_idx if not bank.rerendered[i]]
     if d.val_average == "image":
         return bank, train_idx, val_idx[: d.val_max_images]
+    # "source" and "group": the cap takes from each source in turn
     queues = list(bank.by_source(val_idx).values())
     taken = [q[j] for j in range(max(map(len, queues), default=0)) for q in queues if j < len(q)]
     return bank, train_idx, sorted(taken[: d.val_max_images])
 
 
 @torch.no_grad()
-def validate(model: nn.Module, bank: PairBank, indices: Sequence[int], average: str = "image") -> dict[str, float]:
+def validate(
+    model: nn.Module,
+    bank: PairBank,
+    indices: Sequence[int],
+    average: str = "image",
+    groups: Mapping[str, Sequence[str]] | None = None,
+    group_weights: Mapping[str, float] | None = None,
+) -> dict[str, float]:
     """PSNR/SSIM of ``model`` on the whole images ``indices`` of ``bank`` (eval mode, clipped).
 
-    Returns ``val_psnr``/``val_ssim`` averaged over the images (``average="image"``) or as the mean
-    of the per-source means (``"source"``), and each source's mean as ``val_psnr@<source>`` /
-    ``val_ssim@<source>`` (the dataset folder's name, see :func:`source_labels`).
+    Returns ``val_psnr``/``val_ssim`` averaged over the images (``average="image"``), as the mean
+    of the per-source means (``"source"``), or as the ``group_weights``-weighted mean over
+    ``groups`` ({name: [source labels]}) of each group's image mean (``"group"``); and each
+    source's mean as ``val_psnr@<source>`` / ``val_ssim@<source>`` (the dataset folder's name, see
+    :func:`source_labels`), plus each group's as ``val_psnr@group:<name>``.
     """
     from .metrics import psnr, ssim
 
@@ -466,16 +496,40 @@ def validate(model: nn.Module, bank: PairBank, indices: Sequence[int], average: 
             scores.setdefault(src, []).append((psnr(pred, clear).item(), ssim(pred, clear).item()))
     model.train(was_training)
 
-    def mean(values):
-        return sum(values) / len(values)
+    def mean(pairs):
+        return sum(p for p, _ in pairs) / len(pairs), sum(s for _, s in pairs) / len(pairs)
 
-    per_source = {src: (mean([p for p, _ in v]), mean([s for _, s in v])) for src, v in scores.items()}
-    pooled = [x for v in scores.values() for x in v] if average == "image" else list(per_source.values())
-    out = {"val_psnr": mean([p for p, _ in pooled]), "val_ssim": mean([s for _, s in pooled])}
-    labels = source_labels(per_source)
-    for src, (p, s) in per_source.items():
-        out[f"val_psnr@{labels[src]}"], out[f"val_ssim@{labels[src]}"] = p, s
+    labels = source_labels(scores)
+    out: dict[str, float] = {}
+    if average == "image":
+        out["val_psnr"], out["val_ssim"] = mean([x for v in scores.values() for x in v])
+    elif average == "source":
+        out["val_psnr"], out["val_ssim"] = mean([mean(v) for v in scores.values()])
+    else:
+        by_label = {labels[src]: v for src, v in scores.items()}
+        member = {label: name for name, members in (groups or {}).items() for label in members}
+        stray = sorted(set(by_label) - set(member))
+        if stray:
+            raise ValueError(f"validated sources in no val_groups group: {', '.join(stray)}")
+        weights = group_weights or {}
+        total, psnr_sum, ssim_sum = 0.0, 0.0, 0.0
+        for name, members in (groups or {}).items():
+            pooled = [x for label in members for x in by_label.get(label, [])]
+            if not pooled:
+                continue
+            p, s = mean(pooled)
+            out[f"val_psnr@group:{name}"], out[f"val_ssim@group:{name}"] = p, s
+            w = weights.get(name, 1.0)
+            total, psnr_sum, ssim_sum = total + w, psnr_sum + w * p, ssim_sum + w * s
+        out["val_psnr"], out["val_ssim"] = psnr_sum / total, ssim_sum / total
+    for src, v in scores.items():
+        out[f"val_psnr@{labels[src]}"], out[f"val_ssim@{labels[src]}"] = mean(v)
     return out
+
+
+def validate_run(model: nn.Module, bank: PairBank, indices: Sequence[int], data: DataConfig) -> dict[str, float]:
+    """:func:`validate` with the averaging a run's data config declares."""
+    return validate(model, bank, indices, data.val_average, data.val_groups, data.val_group_weights)
 
 
 class Trainer:
@@ -509,7 +563,8 @@ class Trainer:
         self.bank, train_idx, self.val_idx = load_training_data(cfg)
         self.sampler = CropSampler(self.bank, train_idx, cfg.data.crop, cfg.batch_size, cfg.seed,
                                    tuple(cfg.data.scale_range), channel_shuffle=cfg.data.channel_shuffle,
-                                   balance_sources=cfg.data.balance_sources)
+                                   balance_sources=cfg.data.balance_sources,
+                                   source_weights=cfg.data.source_weights or None)
         self.ema: AveragedModel | None = None
         if cfg.ema_decay is not None:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
@@ -593,7 +648,7 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """:func:`validate` of the validated network (the weight average if there is one)."""
-        return validate(self._evaluated(), self.bank, self.val_idx, self.cfg.data.val_average)
+        return validate_run(self._evaluated(), self.bank, self.val_idx, self.cfg.data)
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         if self.rank != 0 or metrics.get("val_psnr", float("-inf")) <= self.best_psnr:
@@ -734,7 +789,7 @@ def run_train(args: argparse.Namespace) -> int:
         # options recorded with the weights (e.g. an inference radius chosen later) unless the config sets them
         net = models.load_file(args.validate, model=cfg.model, **cfg.model_options)
         bank, _, val_idx = load_training_data(cfg)
-        print(json.dumps({"weights": args.validate, **validate(net, bank, val_idx, cfg.data.val_average)}))
+        print(json.dumps({"weights": args.validate, **validate_run(net, bank, val_idx, cfg.data)}))
         return 0
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
