@@ -219,6 +219,28 @@ class TestSampler:
         assert small_share(True) == pytest.approx(0.5, abs=0.1)
         assert small_share(False) == pytest.approx(0.1, abs=0.06)
 
+    def test_source_weights(self, tmp_path):
+        for i in range(9):
+            _img(tmp_path / "big" / "hazy" / f"{i}.png", seed=i)
+            _img(tmp_path / "big" / "clear" / f"{i}.png", seed=i)
+        _img(tmp_path / "small" / "hazy" / "s.png", value=7)
+        _img(tmp_path / "small" / "clear" / "s.png", value=7)
+        bank = PairBank(find_pairs(tmp_path / "big").pairs + find_pairs(tmp_path / "small").pairs)
+
+        def small_share(weights) -> float:
+            s = CropSampler(bank, range(10), crop=8, batch_size=50, seed=0, source_weights=weights)
+            hazy = torch.cat([s.batch(k)["hazy"] for k in range(6)])
+            return (hazy.flatten(1).std(1) == 0).float().mean().item()
+
+        assert small_share({"big": 1.0, "small": 3.0}) == pytest.approx(0.75, abs=0.08)
+        assert small_share({"big": 1.0, "small": 0.0}) == 0.0
+        with pytest.raises(ValueError, match="missing: small"):
+            CropSampler(bank, range(10), crop=8, batch_size=2, source_weights={"big": 1.0})
+        with pytest.raises(ValueError, match="unknown: nope"):
+            CropSampler(bank, range(10), crop=8, batch_size=2, source_weights={"big": 1, "small": 1, "nope": 1})
+        with pytest.raises(ValueError, match="positive sum"):
+            CropSampler(bank, range(10), crop=8, batch_size=2, source_weights={"big": 0, "small": 0})
+
     def test_small_images_are_enlarged(self, tmp_path):
         bank = self._bank(tmp_path, n=1, size=(12, 10))
         b = CropSampler(bank, [0], crop=32, batch_size=2).batch(0)

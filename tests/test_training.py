@@ -65,9 +65,11 @@ class TestConfig:
         # training data: the train split and clear + depth sets only, never an evaluation set
         assert all(p.startswith("../shared/data/train/") for p in cfg.data.paired)
         assert all(Path(p).name in ("middlebury", "rgbd_sensor") for p in cfg.data.synthetic)
-        # a later stage starts from the best weights of the committed config that precedes it
+        # a later stage starts from the best weights of the committed config that precedes it, or
+        # from weights shipped in the package (which come from such a run)
         outs = {load_config(p).out for p in CONFIGS.rglob("*.yaml")}
-        assert cfg.init is None or str(Path(cfg.init).parent) in outs - {cfg.out}
+        shipped = cfg.init is not None and cfg.init.startswith("hazefree/weights/") and (CONFIGS.parent / cfg.init).is_file()
+        assert cfg.init is None or shipped or str(Path(cfg.init).parent) in outs - {cfg.out}
 
 
 class TestTrainingData:
@@ -185,6 +187,31 @@ class TestTrainer:
             assert {capped.bank.sources[i] for i in capped.val_idx} == expected
         with pytest.raises(ValueError, match="val_average"):
             Trainer(_cfg(tmp_path, data={"paired": [str(big)], "val_average": "scene"}), progress=False)
+
+    def test_validation_by_group(self, tmp_path):
+        """val_average "group": weighted mean of each group's image mean; split_seed fixes the split."""
+        a = make_paired_dataset(tmp_path / "a", 8, 40)
+        b = make_paired_dataset(tmp_path / "b", 4, 40, seed=1, first=200)
+        c = make_paired_dataset(tmp_path / "c", 4, 40, seed=2, first=400)
+        data = {"paired": [str(a), str(b), str(c)], "crop": 32, "val_fraction": 0.5, "val_average": "group",
+                "val_groups": {"one": ["a"], "two": ["b", "c"]}, "val_group_weights": {"two": 0.5}, "split_seed": 3}
+        tr = Trainer(_cfg(tmp_path, "supervised", data=data), progress=False)
+        m = tr.validate()
+        n = {k: sum(tr.bank.sources[i].endswith(f"/{k}") for i in tr.val_idx) for k in "abc"}
+        two = (n["b"] * m["val_psnr@b"] + n["c"] * m["val_psnr@c"]) / (n["b"] + n["c"])
+        assert m["val_psnr@group:one"] == pytest.approx(m["val_psnr@a"])
+        assert m["val_psnr@group:two"] == pytest.approx(two)
+        assert m["val_psnr"] == pytest.approx((m["val_psnr@a"] + 0.5 * two) / 1.5)
+        # the split follows split_seed, not the run's seed
+        other = Trainer(_cfg(tmp_path, "supervised", data=data, seed=7), progress=False)
+        assert other.val_idx == tr.val_idx
+        with pytest.raises(ValueError, match="in no val_groups group"):
+            Trainer(_cfg(tmp_path, "supervised", data={**data, "val_groups": {"one": ["a"], "two": ["b"]}}),
+                    progress=False).validate()
+        with pytest.raises(ValueError, match="val_groups is needed"):
+            Trainer(_cfg(tmp_path, "supervised", data={**data, "val_groups": {}}), progress=False)
+        with pytest.raises(ValueError, match="names groups not in val_groups"):
+            Trainer(_cfg(tmp_path, "supervised", data={**data, "val_group_weights": {"three": 1.0}}), progress=False)
 
     def test_weight_average(self, tmp_path):
         """ema_decay d: after the first step the average is the weights, then d * avg + (1 - d) * w."""
