@@ -193,7 +193,8 @@ class TestTrainer:
         a = make_paired_dataset(tmp_path / "a", 8, 40)
         b = make_paired_dataset(tmp_path / "b", 4, 40, seed=1, first=200)
         c = make_paired_dataset(tmp_path / "c", 4, 40, seed=2, first=400)
-        data = {"paired": [str(a), str(b), str(c)], "crop": 32, "val_fraction": 0.5, "val_average": "group",
+        data = {"paired": [str(a), str(b), str(c)], "crop": 32, "val_fraction": {"a": 0.5, "b": 0.5, "c": 0.5},
+                "val_average": "group",
                 "val_groups": {"one": ["a"], "two": ["b", "c"]}, "val_group_weights": {"two": 0.5}, "split_seed": 3}
         tr = Trainer(_cfg(tmp_path, "supervised", data=data), progress=False)
         m = tr.validate()
