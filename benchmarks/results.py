@@ -44,6 +44,7 @@ from hazefree.evaluation import (
     paper_table,
     resolve_method,
     summarize,
+    win_table,
     write_grid,
 )
 from hazefree.postprocess import describe_post
@@ -52,6 +53,18 @@ REPO = Path(__file__).resolve().parents[1]
 PAIRED_SETS = ("sots_indoor", "sots_outdoor", "reside_outdoor_2levels", "ohaze", "rice1")
 REAL_SETS = ("hsts_real", "rtts", "real_hazy_classic")
 INPUT_LABEL = "hazy input"
+REFERENCE_LABEL = "dcp"  # the baseline every learned model is compared with, image by image
+
+
+def robustness_block(paired: Sequence[DatasetResult], labels: Sequence[str]) -> str:
+    """Per-image wins of each learned model against DCP and the hazy input, with the worst margin."""
+    rows = [r for res in paired for r in res.rows]
+    refs = [x for x in (REFERENCE_LABEL, INPUT_LABEL) if x in labels]
+    learned = [x for x in labels if x not in (REFERENCE_LABEL, INPUT_LABEL)]
+    if not refs or not learned:
+        return ""
+    return ("Per image: images where the method's PSNR is higher than the reference's / images, and "
+            "the worst image's margin (dB).\n\n" + win_table(rows, learned, refs))
 
 
 def git_commit() -> str:
@@ -100,6 +113,9 @@ def build_report(paired: Sequence[DatasetResult], real: Sequence[DatasetResult],
             "### Per set, with run time",
             "",
         ]
+        robust = robustness_block(paired, labels)
+        if robust:
+            parts += [robust, ""]
         for res in paired:
             parts += [dataset_table(summary, res.dataset.name, list(labels)), ""]
     if real:
@@ -145,6 +161,8 @@ def readme_block(paired: Sequence[DatasetResult], labels: Sequence[str], protoco
         "set; the hazy input scored as it is, then every method with weights shipped in the package.",
         "",
         markdown_table(summary, list(labels)),
+        "",
+        robustness_block(paired, labels),
         "",
         f"Scoring {protocol.describe()}. Hardware: {hardware()}.",
         "",

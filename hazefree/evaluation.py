@@ -60,6 +60,7 @@ __all__ = [
     "dataset_table",
     "markdown_table",
     "haze_table",
+    "win_table",
     "make_grid",
     "write_grid",
     "rows_to_csv",
@@ -603,6 +604,34 @@ def markdown_table(summary: Mapping[tuple[str, str], dict], methods: Sequence[st
             cells.append("-" if v is None else f"{_pm(v, 'psnr', 2)} / {_pm(v, 'ssim', 4)}")
         body.append([f"{d} ({n})", *cells])
     return _md(["dataset (n)", *methods], body)
+
+
+def win_table(rows: Iterable[Row], methods: Sequence[str], references: Sequence[str]) -> str:
+    """Per-image robustness of each method against each reference (e.g. DCP and the hazy input):
+    the share of images on which its PSNR is higher, and the worst image's PSNR margin, per dataset.
+
+    A mean gain can hide images that a method makes worse; the win rate and the worst margin show them.
+    """
+    psnr: dict[tuple[str, str], dict[str, float]] = {}
+    for r in rows:
+        if r.psnr is not None:
+            psnr.setdefault((r.dataset, r.method), {})[r.image] = r.psnr
+    datasets = list(dict.fromkeys(d for d, _ in psnr))
+    pairs = [(m, ref) for m in methods for ref in references if m != ref]
+    body = []
+    for d in datasets:
+        cells = []
+        for m, ref in pairs:
+            ours, theirs = psnr.get((d, m), {}), psnr.get((d, ref), {})
+            common = [i for i in ours if i in theirs]
+            if not common:
+                cells.append("-")
+                continue
+            margins = [ours[i] - theirs[i] for i in common]
+            wins = sum(x > 0 for x in margins)
+            cells.append(f"{wins}/{len(common)}, worst {min(margins):+.2f}")
+        body.append([d, *cells])
+    return _md(["dataset", *(f"{m} vs {ref}" for m, ref in pairs)], body)
 
 
 def haze_table(summary: Mapping[tuple[str, str], dict], methods: Sequence[str]) -> str:

@@ -476,3 +476,17 @@ class TestResultsScript:
         tile_w = round(W * 160 / H)
         assert Image.open(out / "grid_real.png").size == (GRID_GAP + 2 * (tile_w + GRID_GAP),
                                                           GRID_GAP + 2 * (160 + GRID_CAPTION + GRID_GAP))
+
+
+class TestWinTable:
+    def test_counts_wins_and_worst_margin(self):
+        from hazefree.evaluation import Row, win_table
+
+        rows = [Row("set", img, m, p, None, None) for img, m, p in [
+            ("a", "ours", 20.0), ("a", "dcp", 18.0), ("a", "hazy input", 15.0),
+            ("b", "ours", 17.0), ("b", "dcp", 19.5), ("b", "hazy input", 16.0),
+            ("c", "ours", 25.0), ("c", "dcp", 24.0), ("c", "hazy input", 26.0),
+        ]]
+        table = win_table(rows, ["ours"], ["dcp", "hazy input"])
+        assert "| ours vs dcp | ours vs hazy input |" in table
+        assert "| set | 2/3, worst -2.50 | 2/3, worst -1.00 |" in table
