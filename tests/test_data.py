@@ -120,6 +120,18 @@ class TestFindPairs:
         assert len(find_pairs(SHARED / "ohaze")) == 2
         assert len(find_pairs(SHARED / "sots_outdoor")) == 5
 
+    @needs_shared
+    def test_training_folders_pair_every_hazy_image(self):
+        """Each train/ layout pairs every hazy image with the clear image of its scene (RESIDE
+        ``<scene>_<level>`` and ``<scene>_<A>_<beta>`` names map to ``<scene>``; other sets share names)."""
+        for folder in sorted((SHARED / "train").iterdir()):
+            found = find_pairs(folder, warn=False)
+            n_hazy = len([p for p in (folder / "hazy").iterdir() if p.is_file()])
+            assert len(found) == n_hazy, folder.name
+            for pair in found.pairs:
+                scene = pair.hazy.stem if pair.hazy.stem == pair.clear.stem else pair.hazy.stem.split("_")[0]
+                assert pair.clear.stem == scene, (folder.name, pair.hazy.name, pair.clear.name)
+
 
 class TestSyntheticHaze:
     def _depth_set(self, root: Path, bits: int) -> Path:
