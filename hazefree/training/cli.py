@@ -1,0 +1,64 @@
+"""``hazefree train``: the sub-command's parser and its handler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+
+from .. import models
+from .config import load_config
+from .trainer import train
+from .validation import load_training_data, validate_run
+
+
+def add_train_parser(subparsers) -> None:
+    """Register ``hazefree train`` on an argparse sub-parser collection."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a registry model",
+        description="Train MODEL; values come from the model's defaults, then --config, then the flags.",
+    )
+    p.add_argument("model", help="registry name, e.g. guided-pix2pix")
+    p.add_argument("--config", help="YAML file mapped onto hazefree.training.TrainConfig")
+    p.add_argument("--data", nargs="+", help="paired dataset folder(s) (replaces data.paired)")
+    p.add_argument("--synthetic", nargs="+", help="clear+depth folder(s) (replaces data.synthetic)")
+    p.add_argument("--steps", type=int, help="total number of optimisation steps")
+    p.add_argument("--out", help="run folder (checkpoints, best.safetensors, tensorboard/)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set optim.lr=2e-4 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--validate", metavar="WEIGHTS",
+                   help="no training: score WEIGHTS on the config's validation split and print the metrics "
+                        "(model options: the config's, else those recorded in WEIGHTS)")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    for key, value in (("steps", args.steps), ("out", args.out)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    for key, value in (("data.paired", args.data), ("data.synthetic", args.synthetic)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    if args.model not in models.MODELS:
+        raise ValueError(f"unknown model {args.model!r}; available: {', '.join(models.available())}")
+    cfg = load_config(args.config, args.model, overrides)
+    if args.validate is not None:
+        # the same held-out images and metric that chose each run's best.safetensors, so weights
+        # from different runs or stages can be compared on one split
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        # options recorded with the weights (e.g. an inference radius chosen later) unless the config sets them
+        net = models.load_file(args.validate, model=cfg.model, **cfg.model_options)
+        bank, _, val_idx = load_training_data(cfg)
+        print(json.dumps({"weights": args.validate, **validate_run(net, bank, val_idx, cfg.data)}))
+        return 0
+    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"step": cfg.steps, **{k: round(v, 5) for k, v in result.items()}}))
+    return 0

@@ -1,0 +1,229 @@
+"""Training configuration: a dataclass tree loaded from YAML (``yaml.safe_load``, never evaluated),
+per-model defaults (:data:`MODEL_DEFAULTS`) and ``key=value`` overrides from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    """Training data. ``paired``: benchmark folders (any layout :func:`find_pairs` knows);
+    ``synthetic``: clear + depth folders rendered with random haze."""
+
+    paired: list[str] = field(default_factory=list)
+    synthetic: list[str] = field(default_factory=list)
+    synthetic_per_sample: int = 8
+    # extra haze levels per synthetic pair, re-rendered from its recovered A and t (see PairBank)
+    rerender_per_pair: int = 0
+    rerender_beta_scale: tuple[float, float] = (0.5, 2.0)
+    rerender_new_airlight: float = 0.0  # fraction of re-renders under a new airlight (see PairBank)
+    # only pairs whose fitted scattering model reproduces the hazy image to this PSNR are re-rendered:
+    # 55 dB admits lossless RESIDE renders only; about 45 dB also admits JPEG-stored synthetic outdoor
+    # pairs (SOTS-outdoor, HazeRD: 44-57 dB) and still excludes real haze (O-/NH-/Dense-HAZE, RICE2: < 35 dB)
+    rerender_min_fit_db: float = 55.0
+    channel_shuffle: bool = False  # random colour-channel permutation of each crop (see CropSampler)
+    balance_sources: bool = False  # draw each dataset folder / the synthetic set equally often
+    # {source label: weight}: draw each sample's source with probability proportional to its weight
+    # (every training source named; overrides balance_sources)
+    source_weights: dict[str, float] = field(default_factory=dict)
+    pair_pattern: str | None = None
+    # a fraction of all scenes, or {source label: fraction} to split each source on its own
+    val_fraction: float | dict[str, float] = 0.1
+    crop: int = 256
+    scale_range: tuple[float, float] = (0.5, 1.0)
+    max_side: int | None = 1024
+    val_max_images: int = 16
+    # "image": val_psnr/val_ssim are means over the validation images; "source": means of the
+    # per-source means, so each dataset folder (and the synthetic set) weighs the same in the
+    # choice of best.safetensors however many images (or re-rendered levels) it contributes;
+    # "group": the weighted mean over ``val_groups`` of each group's image mean, so several small
+    # sources of one kind (e.g. three real-haze sets of 4 images) pool into one voice
+    val_average: str = "image"
+    # {group name: [source labels]} for val_average "group"; every validated source in one group
+    val_groups: dict[str, list[str]] = field(default_factory=dict)
+    val_group_weights: dict[str, float] = field(default_factory=dict)  # default weight 1 per group
+    # False: validate on the benchmark's own hazy images of the held-out scenes only, not on their
+    # re-rendered levels (which, like the rest of those scenes, are not trained on either)
+    val_rerendered: bool = True
+    # seed of the scene split; None = the run's seed. Fix it to train several seeds on one split.
+    split_seed: int | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule. Defaults are Ma et al.'s: Adam, lr 1e-4, betas (0.5, 0.999),
+    x0.9 every 100 steps (``schedule="step"``); ``"cosine"`` anneals to 0 over the run
+    (FFA-Net), ``"constant"`` keeps lr."""
+
+    name: str = "adam"  # "adam" or "sgd"
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "step"
+    lr_decay: float = 0.9
+    lr_decay_every: int = 100
+    grad_clip: float | None = None  # max gradient norm (DehazeNet/AOD-Net style clipping), None = off
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved as ``config.yaml`` in the run folder."""
+
+    model: str = "guided-pix2pix"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    objective: str = "pix2pix"  # "pix2pix" (L1 + PatchGAN) or "supervised"
+    loss: str = "l1"  # per-sample reconstruction loss: "l1", "mse" or "smooth_l1"
+    lambda_l1: float = 100.0
+    ndf: int = 64
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 8
+    steps: int = 1000
+    seed: int = 0
+    val_every: int = 250
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    image_every: int = 500
+    threads: int | None = None
+    out: str = "runs/guided-pix2pix"
+    # Weights (safetensors) the model starts from instead of its random initialisation: a second
+    # training stage on top of a previous run's best.safetensors. --resume takes precedence.
+    init: str | None = None
+    # Modules of the model that ``init`` lacks and that keep their fresh initialisation (e.g.
+    # ["airlight_head"] when a head is added to a previous stage's weights).
+    init_new_modules: list[str] = field(default_factory=list)
+    # Exponential moving average of the model's weights (BasicSR's ``ema_decay``), updated after
+    # every step; validation and best.safetensors use the average. None = off.
+    ema_decay: float | None = None
+
+
+# Per-model defaults, applied before the YAML file and the command line.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "guided-pix2pix": {"objective": "pix2pix", "ndf": 16},
+    "guided-pix2pix-paper": {"objective": "pix2pix", "ndf": 64, "data": {"crop": 512}},
+    # MSBDN-DFF, official train.py: MSE, Adam lr 1e-4 (default betas), batch 16, 256 x 256 patches
+    # cut from images resized by 0.5/0.7/1 (our scale_range default), 100 epochs with lr x0.1 after
+    # epoch 50. Estimated from its HDF5 script (10k 620 x 460 images, stride 128: ~8 patches each),
+    # an epoch is ~5k steps: x0.1 at ~250k of ~500k steps; set `steps` and lr_decay_every together.
+    # Its --clip flag is parsed but never applied, so no grad_clip.
+    "msbdn": {
+        "objective": "supervised", "loss": "mse", "batch_size": 16, "data": {"crop": 256},
+        "optim": {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "schedule": "step",
+                  "lr_decay": 0.1, "lr_decay_every": 250_000},
+    },
+    # FFA-Net, paper + official README: L1, Adam lr 1e-4 betas (0.9, 0.999), cosine annealing to 0
+    # over the run (paper: 5e5 steps ITS, 1e6 OTS; set `steps`), batch 2, 240 x 240 crops.
+    "ffa-net": {
+        "objective": "supervised", "loss": "l1", "batch_size": 2, "data": {"crop": 240},
+        "optim": {"name": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "schedule": "cosine"},
+    },
+    # AOD-Net, paper (implementation details): MSE, SGD momentum 0.9, weight decay 1e-4, lr 1e-3
+    # (constant), batch 8 of whole 480 x 640 images (no rescaling; our crops are square, so
+    # 480 x 480), gradient norm clipped to 0.1.
+    "aod-net": {
+        "objective": "supervised", "loss": "mse", "batch_size": 8,
+        "data": {"crop": 480, "scale_range": [1.0, 1.0]},
+        "optim": {"name": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "constant",
+                  "grad_clip": 0.1},
+    },
+    # DehazeNet, paper: MSE, SGD, batch 128 of 16 x 16 patches, lr 0.005 halved every 100k iterations
+    # (down to 3.125e-4; 500k iterations, set `steps`). The paper's loss is on t of synthetic patches;
+    # here it is on J (see the model docstring). Momentum 0.9 is assumed (Caffe's usual value).
+    "dehazenet": {
+        "objective": "supervised", "loss": "mse", "batch_size": 128,
+        "data": {"crop": 16, "scale_range": [1.0, 1.0]},
+        "optim": {"name": "sgd", "lr": 5e-3, "momentum": 0.9, "schedule": "step",
+                  "lr_decay": 0.5, "lr_decay_every": 100_000},
+    },
+    # GridDehazeNet, paper + official train.py: Adam lr 1e-3 (default betas), batch 18, 240 x 240
+    # crops (no rescaling), lr x0.5 every 20 epochs, 100 epochs on ITS (~14k images / 18 = ~777
+    # steps per epoch: x0.5 every ~15.5k of ~78k steps; set `steps`). Loss: smooth L1 alone; the
+    # official + 0.04 x VGG16 perceptual term needs pretrained weights we cannot download.
+    "griddehazenet": {
+        "objective": "supervised", "loss": "smooth_l1", "batch_size": 18,
+        "data": {"crop": 240, "scale_range": [1.0, 1.0]},
+        "optim": {"name": "adam", "lr": 1e-3, "betas": [0.9, 0.999], "schedule": "step",
+                  "lr_decay": 0.5, "lr_decay_every": 15_540},
+    },
+}
+
+
+def _from_dict(cls, values: Mapping[str, Any]):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}; known: {', '.join(names)}")
+    kwargs = {}
+    for k, v in values.items():
+        default = getattr(cls(), k)
+        if dataclasses.is_dataclass(default):
+            v = _from_dict(type(default), v or {})
+        elif isinstance(default, tuple) and isinstance(v, list):
+            v = tuple(float(x) if isinstance(x, str) else x for x in v)
+        elif isinstance(default, float) and isinstance(v, (int, str)) and not isinstance(v, bool):
+            v = _number(v, float, f"{cls.__name__}.{k}")  # YAML 1.1 reads "3e-4" as a string
+        elif isinstance(default, int) and not isinstance(default, bool) and isinstance(v, str):
+            v = _number(v, int, f"{cls.__name__}.{k}")
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def _number(value, kind, key: str):
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{key} must be a number, got {value!r}") from None
+
+
+def _merge(base: dict, update: Mapping) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, model: str | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Config from defaults < per-model defaults < YAML file < ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: cannot read config ({str(exc).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config must be a YAML mapping")
+        values = loaded
+    name = model or values.get("model") or TrainConfig.model
+    values = _merge(_merge({"model": name}, MODEL_DEFAULTS.get(name, {})), values)
+    if model:
+        values["model"] = model
+    values = apply_overrides(values, overrides)
+    return _from_dict(TrainConfig, values)
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=value`` strings; values are parsed as YAML scalars/lists (safe_load)."""
+    out = json.loads(json.dumps(values))
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))

@@ -1,0 +1,242 @@
+"""The training loop shared by every model: batches, schedule, validation, atomic checkpoints,
+resume, weight average, tqdm and TensorBoard, DDP under ``torchrun``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .. import models
+from ..data import CropSampler, source_labels
+from ..models.weights import CheckpointError, atomic_write, load_state_strict, load_weights, save_weights
+from .config import TrainConfig, config_to_dict
+from .objectives import Objective, Pix2PixObjective, SupervisedObjective, make_scheduler
+from .validation import load_training_data, validate_run
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """The training loop shared by every model. See the module docstring."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
+        self.cfg, self.progress = cfg, progress
+        # checked before the data are loaded, which takes a minute on the full training set
+        if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {cfg.ema_decay}")
+        self.rank, self.world = _dist_info()
+        self.out = Path(cfg.out)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.model = models.create(cfg.model, **cfg.model_options)
+        if cfg.init:  # a checkpoint found by --resume replaces these weights below
+            state, _ = load_weights(cfg.init)
+            load_state_strict(self.model, state, cfg.init, cfg.init_new_modules)
+        wrap = self._ddp if self.world > 1 else (lambda m: m)
+        if cfg.objective == "pix2pix":
+            self.objective: Objective = Pix2PixObjective(self.model, cfg, wrap)
+        elif cfg.objective == "supervised":
+            self.objective = SupervisedObjective(self.model, cfg, wrap)
+        else:
+            raise ValueError(f"unknown objective {cfg.objective!r}; choose pix2pix or supervised")
+        self.schedulers = {
+            k: make_scheduler(o, cfg.optim, cfg.steps)
+            for k, o in self.objective.optimizers().items()
+        }
+        self.bank, train_idx, self.val_idx = load_training_data(cfg)
+        self.sampler = CropSampler(self.bank, train_idx, cfg.data.crop, cfg.batch_size, cfg.seed,
+                                   tuple(cfg.data.scale_range), channel_shuffle=cfg.data.channel_shuffle,
+                                   balance_sources=cfg.data.balance_sources,
+                                   source_weights=cfg.data.source_weights or None)
+        self.ema: AveragedModel | None = None
+        if cfg.ema_decay is not None:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+        self.step = 0
+        self.best_psnr = float("-inf")
+        if resume:
+            self._resume()
+
+    @staticmethod
+    def _ddp(module: nn.Module) -> nn.Module:
+        return nn.parallel.DistributedDataParallel(module)
+
+    def _evaluated(self) -> nn.Module:
+        """The network that is validated and kept as best: the weight average if there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    # checkpoints: RUN/checkpoints/step_000123/{<network>.safetensors, [ema.safetensors,] state.pt}
+    def _ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def _save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        final = self._ckpt_dir() / f"step_{self.step:07d}"
+        tmp = self._ckpt_dir() / f".tmp_step_{self.step:07d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, net in self.objective.networks().items():
+            save_weights(net, tmp / f"{name}.safetensors", model_name=self.cfg.model if net is self.model else None,
+                         options=self.cfg.model_options if net is self.model else None)
+        state = {
+            "step": self.step,
+            "best_psnr": self.best_psnr,
+            "optimizers": {k: o.state_dict() for k, o in self.objective.optimizers().items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.ema is not None:
+            save_weights(self.ema.module, tmp / "ema.safetensors", model_name=self.cfg.model,
+                         options=self.cfg.model_options)
+            state["ema_n_averaged"] = self.ema.n_averaged
+        torch.save(state, tmp / "state.pt")
+        for f in tmp.iterdir():
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # a directory rename is atomic: a checkpoint is complete or absent
+        for old in self._checkpoints()[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _checkpoints(self) -> list[Path]:
+        if not self._ckpt_dir().is_dir():
+            return []
+        return sorted(p for p in self._ckpt_dir().glob("step_*") if (p / "state.pt").is_file())
+
+    def _resume(self) -> None:
+        ckpts = self._checkpoints()
+        if not ckpts:
+            if self.rank == 0:
+                print(f"no checkpoint in {self._ckpt_dir()}; starting from step 0", file=sys.stderr)
+            return
+        last = ckpts[-1]
+        for name, net in self.objective.networks().items():
+            state, _ = load_weights(last / f"{name}.safetensors")
+            load_state_strict(net, state, last / f"{name}.safetensors")
+        state = torch.load(last / "state.pt", map_location="cpu", weights_only=True)
+        for k, o in self.objective.optimizers().items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        torch.set_rng_state(state["torch_rng"])
+        if self.ema is not None:
+            if "ema_n_averaged" not in state:
+                raise CheckpointError(f"{last}: saved without a weight average; drop ema_decay to resume it")
+            ema_state, _ = load_weights(last / "ema.safetensors")
+            load_state_strict(self.ema.module, ema_state, last / "ema.safetensors")
+            self.ema.n_averaged.copy_(state["ema_n_averaged"])
+        self.step, self.best_psnr = int(state["step"]), float(state["best_psnr"])
+        if self.rank == 0:
+            print(f"resumed from {last} (step {self.step})", file=sys.stderr)
+
+    def validate(self) -> dict[str, float]:
+        """:func:`validate` of the validated network (the weight average if there is one)."""
+        return validate_run(self._evaluated(), self.bank, self.val_idx, self.cfg.data)
+
+    def _save_best(self, metrics: dict[str, float]) -> None:
+        if self.rank != 0 or metrics.get("val_psnr", float("-inf")) <= self.best_psnr:
+            return
+        self.best_psnr = metrics["val_psnr"]
+        save_weights(self._evaluated(), self.out / "best.safetensors", model_name=self.cfg.model,
+                     options=self.cfg.model_options, extra={"step": str(self.step), **{k: f"{v:.4f}" for k, v in metrics.items()}})
+        atomic_write(self.out / "best.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps({"step": self.step, **metrics}, indent=2)))
+
+    def fit(self) -> dict[str, float]:
+        """Train until ``cfg.steps``; returns the last logged losses and metrics."""
+        cfg = self.cfg
+        writer = None
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.out / "config.yaml",
+                         lambda tmp: Path(tmp).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False)))
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step)
+            val = self.bank.by_source(self.val_idx)
+            labels = source_labels(val)
+            print(f"{len(self.sampler.indices)} training images; validation on {len(self.val_idx)} "
+                  f"({', '.join(f'{labels[k]} {len(v)}' for k, v in val.items()) or 'none'})", file=sys.stderr)
+        bar = None
+        if self.rank == 0 and self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.model}", dynamic_ncols=True)
+        self.model.train()
+        last: dict[str, float] = {}
+        t0 = time.time()
+        while self.step < cfg.steps:
+            batch = self.sampler.batch(self.step, self.rank)
+            losses = self.objective.step(batch)
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            for s in self.schedulers.values():
+                s.step()
+            self.step += 1
+            last = dict(losses)
+            if writer is not None and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                for k, v in losses.items():
+                    writer.add_scalar(f"train/{k}", v, self.step)
+                lr = next(iter(self.objective.optimizers().values())).param_groups[0]["lr"]
+                writer.add_scalar("train/lr", lr, self.step)
+                writer.add_scalar("train/steps_per_second", self.step / max(time.time() - t0, 1e-9), self.step)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()})
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                metrics = self.validate() if self.rank == 0 else {}
+                last.update(metrics)
+                if writer is not None:
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"val/{k[4:]}", v, self.step)
+                self._save_best(metrics)
+            if writer is not None and (self.step % cfg.image_every == 0 or self.step == cfg.steps):
+                self._log_images(writer, batch)
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self._save_checkpoint()
+                if self.world > 1:
+                    dist.barrier()
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+        return last
+
+    @torch.no_grad()
+    def _log_images(self, writer, batch: dict[str, Tensor]) -> None:
+        g = self._evaluated()
+        was_training = g.training
+        g.eval()
+        hazy, clear = batch["hazy"][:2], batch["clear"][:2]
+        pred = g(hazy).clear
+        g.train(was_training)
+        grid = torch.cat([torch.cat([h, p, c], dim=-1) for h, p, c in zip(hazy, pred, clear)], dim=-2)
+        writer.add_image("samples/hazy_pred_clear", grid.clamp(0, 1), self.step)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, float]:
+    """Run a training job; under ``torchrun`` it joins the process group (gloo on CPU, NCCL on GPU)."""
+    started = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        started = True
+    try:
+        return Trainer(cfg, resume=resume, progress=progress).fit()
+    finally:
+        if started:
+            dist.destroy_process_group()
