@@ -6,17 +6,16 @@ The page itself is driven in a real browser in test_web_browser.py.
 from __future__ import annotations
 
 import json
-import struct
 import sys
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import bomb_png, truncated_png
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install -e '.[web]')")
@@ -57,16 +56,6 @@ def _hazy(h: int, w: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = np.linspace(110, 230, w)[None, :, None] + rng.normal(0, 12, (h, w, 3))
     return np.clip(base, 0, 255).astype(np.uint8)
-
-
-def _bomb_png(width: int, height: int) -> bytes:
-    """A valid-looking PNG header claiming ``width`` x ``height`` with almost no pixel data."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
@@ -155,13 +144,11 @@ def torch_equal(a, b) -> bool:
     [
         ("empty.png", b"", "empty file"),
         ("notes.jpg", b"these are my holiday notes, not a photo\n" * 3, "not an image file"),
-        ("cut.png", None, "truncated"),
-        ("bomb.png", _bomb_png(60_000, 60_000), "more than the limit"),
+        ("cut.png", truncated_png(), "truncated"),
+        ("bomb.png", bomb_png(60_000, 60_000), "more than the limit"),
     ],
 )
 def test_bad_uploads_are_named_and_the_server_goes_on(server, tmp_path, name, data, problem):
-    if data is None:  # a real PNG cut in half
-        data = _png_bytes(_hazy(64, 64), tmp_path / "whole.png")[:400]
     before = set(_workspace(server).iterdir())
     status, answer = _post(server[0], data, name=name)
     assert status == 400
@@ -174,6 +161,20 @@ def test_bad_uploads_are_named_and_the_server_goes_on(server, tmp_path, name, da
 def test_upload_limit(server):
     status, answer = _post(server[0], b"\0" * (2 * 2**20 + 1), name="big.tif")
     assert status == 413 and "big.tif" in answer["error"] and "upload limit of 2 MB" in answer["error"]
+
+
+def test_upload_limit_without_a_declared_length(server):
+    """A chunked upload (no Content-Length) is cut off once it passes the limit."""
+    import http.client
+
+    host, port = server[0].removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    chunks = (b"\0" * 2**18 for _ in range(12))  # 3 MB in 256 KB chunks
+    conn.request("POST", "/api/dehaze?method=dcp&name=stream.png", body=chunks, encode_chunked=True)
+    response = conn.getresponse()
+    answer = json.loads(response.read())
+    conn.close()
+    assert response.status == 413 and answer["error"].startswith("stream.png: file is larger")
 
 
 def test_unknown_method_is_refused(server, tmp_path):

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import bomb_png, truncated_png
 
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install -e '.[web]')")
 pytest.importorskip("uvicorn", reason="the web extra is not installed (pip install -e '.[web]')")
@@ -103,10 +104,22 @@ def test_drop_photos_compare_download_and_errors(page, tmp_path):
     if os.environ.get("HAZEFREE_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["HAZEFREE_SCREENSHOT"])
 
-    # 4. the server goes on serving, with another method
+    # 4. the other bad files of the command line's checks, each named with its problem
+    bad = {"empty.png": (b"", "empty file"), "cut.png": (truncated_png(), "truncated"),
+           "bomb.png": (bomb_png(60_000, 60_000), "more than the limit")}
+    page.set_input_files("#files", files=[{"name": name, "mimeType": "image/png", "buffer": data}
+                                          for name, (data, _) in bad.items()])
+    expect = playwright.expect
+    expect(page.locator("article.card.failed")).to_have_count(4)
+    for name, (_, problem) in bad.items():
+        card = page.locator("article.card.failed", has=page.locator(".name", has_text=name))
+        expect(card.locator(".status")).to_contain_text(f"{name}: ")
+        expect(card.locator(".status")).to_contain_text(problem)
+
+    # 5. the server goes on serving, with another method
     page.select_option("#method", "dcp")
     page.set_input_files("#files", str(SAMPLES / "canyon.jpg"))
     newest = page.locator("article.card").first
     newest.locator(".status", has_text="done").wait_for()
     assert "method dcp" in newest.locator(".facts").inner_text()
-    assert page.locator("article.card").count() == 3
+    assert page.locator("article.card").count() == 6

@@ -39,7 +39,6 @@ __all__ = ["ServeConfig", "create_app", "serve", "running", "WebDependencyError"
 
 STATIC = Path(__file__).resolve().parent / "static"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_CHUNK = 1 << 20
 
 
 class WebDependencyError(ImportError):
@@ -261,20 +260,23 @@ def create_app(config: ServeConfig | None = None):
         method = method or default_method()
         if method not in methods:
             return error(f"unknown method {method!r}; choose one of {', '.join(methods)}")
+        too_large = f"{shown}: file is larger than the upload limit of {_size(config.max_upload)}"
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > config.max_upload:
-            return error(f"{shown}: file is larger than the upload limit of {_size(config.max_upload)}", 413)
+            await _discard(request.stream())
+            return error(too_large, 413)
         workspace = state["workspace"]
         token, folder = workspace.new_folder()
         try:
             (folder / "in").mkdir()
             received = 0
+            chunks = request.stream()
             with open(folder / "in" / shown, "wb") as f:
-                async for chunk in request.stream():
+                async for chunk in chunks:
                     received += len(chunk)
                     if received > config.max_upload:
-                        raise UploadError(f"{shown}: file is larger than the upload limit of "
-                                          f"{_size(config.max_upload)}", 413)
+                        await _discard(chunks)
+                        raise UploadError(too_large, 413)
                     f.write(chunk)
             dehazer = await run_in_threadpool(dehazers.get, method)
 
@@ -305,6 +307,13 @@ def create_app(config: ServeConfig | None = None):
         return FileResponse(path, filename=download)
 
     return app
+
+
+async def _discard(chunks) -> None:
+    """Read the rest of a refused upload without keeping it: a client still sending its body
+    when the server answers and closes would see a reset connection instead of the message."""
+    async for _ in chunks:
+        pass
 
 
 def _size(n: int) -> str:
