@@ -105,7 +105,6 @@ def _message(exc: BaseException) -> str:
 
 
 def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
-    from .io import DEFAULT_MAX_PIXELS
     from .physics import AIRLIGHT_METHODS
 
     p = subparsers.add_parser(
@@ -144,6 +143,14 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
     existing.add_argument("--skip-existing", action="store_true", help="skip inputs whose output exists")
+    _add_max_pixels(p)
+    _add_debug(p)
+    p.set_defaults(func=_run_dehaze)
+
+
+def _add_max_pixels(p: argparse.ArgumentParser) -> None:
+    from .io import DEFAULT_MAX_PIXELS
+
     p.add_argument(
         "--max-pixels",
         type=_non_negative_int,
@@ -151,8 +158,6 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"refuse images with more than N pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)",
     )
-    _add_debug(p)
-    p.set_defaults(func=_run_dehaze)
 
 
 def _non_negative_int(text: str) -> int:
@@ -413,8 +418,6 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
-    from .io import DEFAULT_MAX_PIXELS
-
     p = subparsers.add_parser(
         "serve",
         help="a local web page: drop photos, compare before/after, download the results",
@@ -435,13 +438,7 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         metavar="MB",
         help="refuse uploads larger than MB megabytes (default 50)",
     )
-    p.add_argument(
-        "--max-pixels",
-        type=_non_negative_int,
-        default=DEFAULT_MAX_PIXELS,
-        metavar="N",
-        help=f"refuse images with more than N pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)",
-    )
+    _add_max_pixels(p)
     _add_debug(p)
     p.set_defaults(func=_run_serve)
 

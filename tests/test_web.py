@@ -236,3 +236,17 @@ def test_serve_command_errors(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the web extra were not installed
     assert cli.main(["serve", "--port", "0"]) == cli.EXIT_USAGE
     assert 'pip install "hazefree[web]"' in capsys.readouterr().err
+
+
+def test_each_method_is_loaded_once_and_shared():
+    from hazefree.web.server import _Dehazers
+
+    cache = _Dehazers()
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(cache.get("dcp"))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 4 and all(d is got[0] for d in got)
+    assert cache.get("aod-net") is not got[0] and cache.get("aod-net") is cache.get("aod-net")
