@@ -12,6 +12,7 @@ Examples:
     hazefree dehaze photos/ -o out/ --post retinex
     hazefree eval --method dcp --data ../shared/data/sots_indoor,../shared/data/rtts --grid grid.png
     hazefree models
+    hazefree serve --port 8000
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(subparsers)
     _add_train(subparsers)
     _add_eval(subparsers)
+    _add_serve(subparsers)
     return parser
 
 
@@ -103,7 +105,6 @@ def _message(exc: BaseException) -> str:
 
 
 def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
-    from .io import DEFAULT_MAX_PIXELS
     from .physics import AIRLIGHT_METHODS
 
     p = subparsers.add_parser(
@@ -142,6 +143,14 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
     existing.add_argument("--skip-existing", action="store_true", help="skip inputs whose output exists")
+    _add_max_pixels(p)
+    _add_debug(p)
+    p.set_defaults(func=_run_dehaze)
+
+
+def _add_max_pixels(p: argparse.ArgumentParser) -> None:
+    from .io import DEFAULT_MAX_PIXELS
+
     p.add_argument(
         "--max-pixels",
         type=_non_negative_int,
@@ -149,8 +158,6 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"refuse images with more than N pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)",
     )
-    _add_debug(p)
-    p.set_defaults(func=_run_dehaze)
 
 
 def _non_negative_int(text: str) -> int:
@@ -405,3 +412,51 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     from .evaluation import add_eval_parser
 
     add_eval_parser(subparsers)
+
+
+# ----------------------------------------------------------------------------------------- serve
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="a local web page: drop photos, compare before/after, download the results",
+        description=(
+            "Serve a web page where photos are dropped, dehazed with a chosen method and compared "
+            "before/after, with the transmission map, the haze density and a full-size download "
+            "(same reading, checks and writing as `hazefree dehaze`). Needs the web extra: "
+            'pip install "hazefree[web]". The page has no login: keep the default host unless '
+            "every machine that can reach the port may use it."
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_non_negative_int, default=8000, help="port (default 8000; 0: any free port)")
+    p.add_argument(
+        "--max-upload",
+        type=_non_negative_int,
+        default=50,
+        metavar="MB",
+        help="refuse uploads larger than MB megabytes (default 50)",
+    )
+    _add_max_pixels(p)
+    _add_debug(p)
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from .web.server import ServeConfig, WebDependencyError, serve
+
+    if args.port > 65535:
+        raise UsageError(f"--port {args.port}: must be at most 65535")
+    if args.max_upload < 1:
+        raise UsageError("--max-upload must be at least 1 (MB)")
+    config = ServeConfig(max_upload=args.max_upload * 2**20, max_pixels=args.max_pixels or None)
+    if args.host not in {"127.0.0.1", "localhost", "::1"}:
+        print(f"warning: listening on {args.host}: anyone who can reach this port can use the page", file=sys.stderr)
+    try:
+        serve(args.host, args.port, config)
+    except WebDependencyError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or _message(exc)}") from None
+    return EXIT_OK

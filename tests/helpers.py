@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,3 +27,24 @@ def make_paired_dataset(root: Path, n: int = 4, size: int = 40, seed: int = 0, f
         hazy = clear / 255.0 * t + 0.85 * (1 - t)
         Image.fromarray((hazy * 255).round().astype(np.uint8)).save(root / "hazy" / f"{first + i}_1.png")
     return root
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels, with almost no pixel data (a
+    decompression bomb as seen by a reader that checks the header)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def truncated_png(size: int = 64, keep: int = 400) -> bytes:
+    """The first ``keep`` bytes of a real noisy PNG (a file cut off during a copy)."""
+    import io
+
+    pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()[:keep]

@@ -3,7 +3,7 @@
     python tools/ship_weights.py runs/guided-pix2pix/best.safetensors guided-pix2pix \
         --note "configs/guided-pix2pix.yaml, step 2500"
 
-float16 halves the file; loading casts back to float32 (measured effect on PSNR: see README).
+float16 halves the file; loading casts back to float32 (measured effect on PSNR: see docs/training.md).
 The model name and options recorded by the trainer are kept; ``--option KEY=VALUE`` (a JSON value)
 changes an inference option chosen after training, e.g. the guided filter's radius picked on the
 validation split; ``--note`` adds provenance.

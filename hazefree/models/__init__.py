@@ -62,7 +62,7 @@ def _build_registry() -> Registry[nn.Module]:
     # CPU preset: trains here in hours and dehazes a 1080p photo in about a second on 2 cores.
     # Deviations from the paper: ngf 16 / 7 down-blocks instead of 64 / 8; r = 30, eps = 1e-4 at a
     # 256-512 px working size instead of r = 60, eps = 1e-8 at 512. The shipped weights were trained
-    # with, and record, airlight="dark_channel_brightest" instead of max luma (README, "Guided-Pix2Pix
+    # with, and record, airlight="dark_channel_brightest" instead of max luma (docs/models.md, "Guided-Pix2Pix
     # presets").
     reg.register(
         "guided-pix2pix",
