@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -225,19 +226,25 @@ def export_onnx(method: str | None, path: str | Path, *, verbose: bool = False) 
     example = (torch.rand(1, 3, 300, 420),) + ((torch.full((1, 3, 1, 1), 0.8),) if takes_airlight else ())
     dynamic = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
     airlight_method = getattr(dehazer.model, "airlight", None) if takes_airlight else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
-        program = torch.onnx.export(
-            graph,
-            example,
-            dynamo=True,
-            opset_version=OPSET,
-            input_names=list(inputs),
-            output_names=list(outputs),
-            dynamic_shapes=(dynamic,) + (({},) if takes_airlight else ()),
-            external_data=False,
-            verbose=verbose,
-        )
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # its notes on optional torchvision operators are not ours
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
+            program = torch.onnx.export(
+                graph,
+                example,
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=list(inputs),
+                output_names=list(outputs),
+                dynamic_shapes=(dynamic,) + (({},) if takes_airlight else ()),
+                external_data=False,
+                verbose=verbose,
+            )
+    finally:
+        logger.setLevel(level)
     proto = program.model_proto
     meta = {
         "hazefree_version": __version__,
