@@ -26,8 +26,10 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:
     """Indices (ascending) of the k largest values; among equal values the lowest indices, the
-    rule of hazefree.physics (a stable sort keeps equal values in index order)."""
-    return np.sort(np.argsort(-values, kind="stable")[:k])
+    rule of hazefree.physics (a partition finds the k-th value; ties fill up in index order)."""
+    kth = np.partition(values, values.size - k)[values.size - k]
+    above, tied = values > kth, values == kth
+    return np.flatnonzero(above | (tied & (np.cumsum(tied) <= k - np.count_nonzero(above))))
 
 
 def airlight(rgb: np.ndarray, method: str) -> np.ndarray:
