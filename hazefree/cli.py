@@ -449,8 +449,13 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
+    if Path(args.output).is_dir():
+        raise UsageError(f"-o {args.output}: is a folder; give the file to write")
     _load_dehazer(args.model, None)  # a bad model name is reported as for dehaze, before the slow export
-    info = export_onnx(args.model, args.output)
+    try:
+        info = export_onnx(args.model, args.output)
+    except ModuleNotFoundError as exc:  # the onnx extra is not installed
+        raise UsageError(_message(exc)) from None
     airlight = f"; the caller computes airlight with {info.airlight_method!r}" if info.airlight_method else ""
     print(f"{info.path}: {info.method}, inputs {', '.join(info.inputs)}, outputs {', '.join(info.outputs)}{airlight}")
     return EXIT_OK

@@ -113,6 +113,8 @@ def test_working_size_rounds_half_up_and_keeps_small_images():
 
 
 def test_export_unknown_or_unsupported_model_is_a_usage_error(tmp_path, capsys):
+    assert cli.main(["export", "aod-net", "-o", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
     assert cli.main(["export", "no-such-model", "-o", str(tmp_path / "x.onnx")]) == 2
     assert "unknown method 'no-such-model'" in capsys.readouterr().err
     weights = tmp_path / "ffa.safetensors"
@@ -131,3 +133,15 @@ def test_import_hazefree_loads_no_optional_runtime():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+@needs_photo
+def test_example_script_writes_the_dehazed_photo(graphs, tmp_path):
+    example = _example()
+    target = tmp_path / "clear.png"
+    assert example.main([str(graphs["guided-pix2pix"]), str(PHOTO), str(target)]) == 0
+    written = read_image(target).rgb
+    expected = hazefree.Dehazer("guided-pix2pix")(read_image(PHOTO).rgb).clear
+    assert written.shape == expected.shape
+    assert (written - expected).abs().max() <= 1 / 255 + 1e-6  # 8-bit rounding only
