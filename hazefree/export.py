@@ -223,7 +223,8 @@ def export_onnx(method: str | None, path: str | Path, *, verbose: bool = False) 
     inputs = ("hazy", "airlight") if takes_airlight else ("hazy",)
     outputs = ("clear", "transmission") if takes_airlight else ("clear",)
     # Example shapes: neither a multiple of the U-Net's 128 nor equal, so that no size is special.
-    example = (torch.rand(1, 3, 300, 420),) + ((torch.full((1, 3, 1, 1), 0.8),) if takes_airlight else ())
+    noise = torch.rand(1, 3, 300, 420, generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
+    example = (noise,) + ((torch.full((1, 3, 1, 1), 0.8),) if takes_airlight else ())
     dynamic = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
     airlight_method = getattr(dehazer.model, "airlight", None) if takes_airlight else None
     logger = logging.getLogger("torch.onnx")
