@@ -13,6 +13,7 @@ Examples:
     hazefree eval --method dcp --data ../shared/data/sots_indoor,../shared/data/rtts --grid grid.png
     hazefree models
     hazefree serve --port 8000
+    hazefree export guided-pix2pix --format onnx -o guided-pix2pix.onnx
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_eval(subparsers)
     _add_serve(subparsers)
+    _add_export(subparsers)
     return parser
 
 
@@ -144,6 +146,15 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
     existing.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
     existing.add_argument("--skip-existing", action="store_true", help="skip inputs whose output exists")
     _add_max_pixels(p)
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the files as tasks on a Ray cluster at ADDRESS (e.g. ray://head:10001 or auto), or on a "
+        "new local Ray instance without ADDRESS; inputs and outputs must be on storage every node sees "
+        "(docs/deployment.md; needs pip install 'hazefree[ray]')",
+    )
     _add_debug(p)
     p.set_defaults(func=_run_dehaze)
 
@@ -202,7 +213,12 @@ def _run_dehaze(args: argparse.Namespace) -> int:
         kept = [job for job in jobs if not any(t is not None and t.exists() for t in job.targets)]
         skipped = len(jobs) - len(kept)
         jobs = kept
-    done, errors = _process(jobs, dehazer, args)
+    if getattr(args, "ray", None) is not None:
+        from .distributed import process_on_ray
+
+        done, errors = process_on_ray(jobs, dehazer, args)
+    else:
+        done, errors = _process(jobs, dehazer, args)
     failed += errors
     print(f"{done} dehazed, {failed} failed, {skipped} skipped")
     return EXIT_FAILED if failed else EXIT_OK
@@ -232,11 +248,12 @@ def _plan_jobs(args: argparse.Namespace, out_dir: Path) -> tuple[list[_Job], int
     return jobs, failed
 
 
+_NO_TRANSMISSION = "note: method {method!r} has no transmission map; nothing saved for --save-transmission"
+
+
 def _process(jobs: list[_Job], dehazer, args: argparse.Namespace) -> tuple[int, int]:
     """Dehaze every job, reporting each failure on one line; return (done, failed)."""
     from tqdm import tqdm
-
-    from .io import ImageReadError
 
     debug = getattr(args, "debug", False)
     done = failed = 0
@@ -252,19 +269,23 @@ def _process(jobs: list[_Job], dehazer, args: argparse.Namespace) -> tuple[int, 
             if debug:
                 bar.clear()
                 traceback.print_exc()
-            if isinstance(exc, ImageReadError):
-                _report(f"error: {exc}")
-            elif isinstance(exc, OSError) and exc.filename is not None:
-                _report(f"error: {job.source}: cannot write {exc.filename}: {exc.strerror or _message(exc)}")
-            else:
-                problem = "not enough memory" if isinstance(exc, MemoryError) else _message(exc)
-                _report(f"error: {job.source}: {problem}")
+            _report(_failure(job, exc))
     bar.close()
     if no_transmission:
-        _report(
-            f"note: method {dehazer.method!r} has no transmission map; nothing saved for --save-transmission"
-        )
+        _report(_NO_TRANSMISSION.format(method=dehazer.method))
     return done, failed
+
+
+def _failure(job: _Job, exc: Exception) -> str:
+    """The one-line report of a file whose processing raised ``exc``."""
+    from .io import ImageReadError
+
+    if isinstance(exc, ImageReadError):
+        return f"error: {exc}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"error: {job.source}: cannot write {exc.filename}: {exc.strerror or _message(exc)}"
+    problem = "not enough memory" if isinstance(exc, MemoryError) else _message(exc)
+    return f"error: {job.source}: {problem}"
 
 
 def _check_plan(jobs: list[_Job], args: argparse.Namespace) -> None:
@@ -334,8 +355,9 @@ def _load_dehazer(method: str | None, airlight: str | None, post: str | None = N
         ) from None
 
 
-def _dehaze_one(dehazer, job: _Job, max_pixels: int | None) -> bool:
-    """Dehaze one file; return whether the method produced a transmission map."""
+def _dehaze_one(dehazer, job: _Job, max_pixels: int | None, report: Callable[[str], None] | None = None) -> bool:
+    """Dehaze one file; return whether the method produced a transmission map. Warnings go to
+    ``report`` (default: stderr)."""
     from .io import ImageReadWarning, read_image, write_image
 
     with warnings.catch_warnings(record=True) as caught:
@@ -343,7 +365,7 @@ def _dehaze_one(dehazer, job: _Job, max_pixels: int | None) -> bool:
         image = read_image(job.source, max_pixels=max_pixels)
     for w in caught:
         text = str(w.message) if issubclass(w.category, ImageReadWarning) else f"{job.source}: {w.message}"
-        _report(f"warning: {text}")
+        (report or _report)(f"warning: {text}")
     result = dehazer(image.rgb)
     write_image(
         job.output,
@@ -459,4 +481,36 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or _message(exc)}") from None
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------- export
+
+
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX",
+        description="Export a model to an ONNX graph with dynamic height and width (see docs/deployment.md; "
+        "needs pip install 'hazefree[onnx]').",
+    )
+    p.add_argument("model", nargs="?", metavar="MODEL", help="model name or weights file (default: the default model)")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format (default: onnx)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    _add_debug(p)
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    if Path(args.output).is_dir():
+        raise UsageError(f"-o {args.output}: is a folder; give the file to write")
+    _load_dehazer(args.model, None)  # a bad model name is reported as for dehaze, before the slow export
+    try:
+        info = export_onnx(args.model, args.output)
+    except ModuleNotFoundError as exc:  # the onnx extra is not installed
+        raise UsageError(_message(exc)) from None
+    airlight = f"; the caller computes airlight with {info.airlight_method!r}" if info.airlight_method else ""
+    print(f"{info.path}: {info.method}, inputs {', '.join(info.inputs)}, outputs {', '.join(info.outputs)}{airlight}")
     return EXIT_OK

@@ -167,11 +167,22 @@ def _min_filter_1d(x: Tensor, r: int, dim: int) -> Tensor:
     return torch.minimum(m.narrow(dim, 0, n), m.narrow(dim, size - width, n))
 
 
+def _top_indices(values: Tensor, k: int) -> Tensor:
+    """Indices (N x k, ascending) of the ``k`` largest of each row of ``values`` (N x M); among equal
+    values the lowest indices. ``topk`` alone leaves ties in an unspecified order, and 8-bit photos
+    tie on most ranks, so this rule is what makes A reproducible outside PyTorch (ONNX callers)."""
+    kth = values.topk(k, dim=1).values[:, -1:]
+    above, tied = values > kth, values == kth
+    wanted = k - above.sum(dim=1, keepdim=True)
+    picked = above | (tied & (tied.cumsum(dim=1) <= wanted))
+    return picked.nonzero()[:, 1].view(values.shape[0], k)
+
+
 def _top_k_mean(values: Tensor, image: Tensor, fraction: float) -> Tensor:
     """Mean RGB of the pixels with the largest ``values`` (the top ``fraction``, at least one)."""
     n, _, h, w = image.shape
     k = max(1, int(math.ceil(fraction * h * w)))
-    idx = values.reshape(n, -1).topk(k, dim=1).indices  # N x k
+    idx = _top_indices(values.reshape(n, -1), k)  # N x k
     rgb = image.reshape(n, image.shape[1], -1)
     picked = torch.gather(rgb, 2, idx.unsqueeze(1).expand(-1, image.shape[1], -1))
     return picked.mean(dim=2).view(n, -1, 1, 1)
@@ -201,16 +212,17 @@ def airlight_dark_channel(
 
     Among the ``top_fraction`` (0.1 %) of pixels with the brightest dark channel, He et al. take the
     one of highest intensity; for robustness to single hot pixels this takes the mean RGB of the
-    brightest ``brightest_fraction`` of those candidates (at least one). ``dark`` may pass the
+    brightest ``brightest_fraction`` of those candidates (at least one); ties rank by pixel index
+    (lowest first) at both steps. ``dark`` may pass the
     image's dark channel if it is already computed. Returns N x 3 x 1 x 1.
     """
     n, c, h, w = image.shape
     dark = (dark_channel(image, patch_size) if dark is None else dark).reshape(n, -1)
     k = max(1, int(math.ceil(top_fraction * h * w)))
-    cand = dark.topk(k, dim=1).indices  # N x k
+    cand = _top_indices(dark, k)  # N x k
     luma = torch.gather(rgb_to_gray(image).reshape(n, -1), 1, cand)
     m = max(1, int(math.ceil(brightest_fraction * k)))
-    best = torch.gather(cand, 1, luma.topk(m, dim=1).indices)
+    best = torch.gather(cand, 1, _top_indices(luma, m))
     rgb = torch.gather(image.reshape(n, c, -1), 2, best.unsqueeze(1).expand(-1, c, -1))
     return rgb.mean(dim=2).view(n, c, 1, 1).clamp(MIN_AIRLIGHT, 1.0)
 

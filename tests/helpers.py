@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -10,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 # CI checks the project out with ../shared beside it; tests that need it skip when it is absent.
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# HAZEFREE_SHARED_DATA points elsewhere (a git worktree whose parent has no shared/).
+SHARED_DATA = Path(os.environ.get("HAZEFREE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def make_paired_dataset(root: Path, n: int = 4, size: int = 40, seed: int = 0, first: int = 100) -> Path:

@@ -156,6 +156,18 @@ class AirlightHead(nn.Module):
         return (reference + delta.view_as(reference)).clamp(MIN_AIRLIGHT, 1.0)
 
 
+def working_size(h, w, work_size: int):
+    """(h', w') with the longer side ``work_size`` (aspect kept, rounded half up), or (h, w) when the
+    longer side is not larger. One integer formula without a branch, so that it also holds for the
+    symbolic sizes of an ONNX export (:mod:`hazefree.export`): with M = max(h, w, work_size),
+    h' = max(1, round(h work_size / M))."""
+    m = torch.sym_max(torch.sym_max(h, w), work_size)
+    return (
+        torch.sym_max(1, (2 * h * work_size + m) // (2 * m)),
+        torch.sym_max(1, (2 * w * work_size + m) // (2 * m)),
+    )
+
+
 class GuidedPix2Pix(nn.Module):
     """Guided-Pix2Pix generator G: U-Net -> guided filter layer -> scattering equation.
 
@@ -204,8 +216,7 @@ class GuidedPix2Pix(nn.Module):
         a = est[self.airlight]
         low = hazy
         if self.work_size is not None and max(h, w) > self.work_size:
-            s = self.work_size / max(h, w)
-            size = (max(1, round(h * s)), max(1, round(w * s)))
+            size = working_size(h, w, self.work_size)
             low = F.interpolate(hazy, size=size, mode="bilinear", align_corners=False, antialias=True)
         logits, bottleneck = self.backbone.forward_features(low)
         t0 = torch.sigmoid(logits)
@@ -239,4 +250,5 @@ __all__ = [
     "AirlightHead",
     "GuidedPix2Pix",
     "guided_pix2pix",
+    "working_size",
 ]

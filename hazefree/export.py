@@ -1,0 +1,262 @@
+"""ONNX export of the dehazers: one graph per model, with dynamic height and width.
+
+The graph is traced by ``torch.export`` (the dynamo-based ``torch.onnx.export``, opset 18) from
+export-only wrappers around the loaded model, so the weights and every setting (radius, eps,
+t_min, working size) are those of :class:`hazefree.Dehazer`. Each wrapper computes the same
+function as the model's ``forward`` in eval mode, written with operations whose shapes are
+symbolic expressions of the input's H and W (no Python branch on a size):
+
+* Guided filter (He et al. 2013, Alg. 1; Ma et al. 2021, eq. 41): the (2r+1)^2 box sums are
+  cumulative sums (``CumSum``) along H and then W, padded with r + 1 zeros in front and r copies
+  of the last sum behind, so that each clipped window sum is the difference of two slices
+  (``Slice`` + ``Sub``); the window pixel counts come from ``Range``/``Clip``. All window
+  statistics run in float64, as in :mod:`hazefree.ops` (eps down to 1e-8). :mod:`hazefree.ops`
+  clips r to the image size first, a Python branch on the shape; padding by r instead gives the
+  same sums for any r and size.
+* Guided-Pix2Pix: the antialiased bilinear resize to the working size is an ONNX ``Resize``
+  (``antialias=1``), with the working size computed in the graph by
+  :func:`hazefree.models.guided_pix2pix.working_size`; the
+  U-Net's padding to a multiple of 2**num_downs is a ``Gather`` with reflect indices (replicate
+  for inputs too small to reflect), so the padded size is a known multiple of 2**num_downs; the
+  fast guided filter's coefficients are upsampled by ``Resize`` (bilinear) to full size. Inputs no
+  larger than the working size take the same path: resizing to the same size is the identity,
+  and the fast guided filter then equals the guided filter.
+* DCP: the dark channel's min filter is the same shifted ``Min`` passes as
+  :func:`hazefree.physics.dark_channel`.
+
+Not in the graph: the airlight A. Every estimator takes the mean colour of the top 0.1 % of pixels
+by a ranking (``TopK`` with k = ceil(0.001 H W) from the shape, then a second ``TopK`` among the
+candidates). The caller computes A and passes it as the second input; ``examples/onnx_dehaze.py``
+does it with NumPy and OpenCV, tested to give the same A as :mod:`hazefree.physics`. The
+graph's metadata (``airlight_method``) names the estimator the model was trained with.
+
+Graph inputs and outputs (float32):
+    ``hazy`` N x 3 x H x W in [0, 1]; ``airlight`` N x 3 x 1 x 1 (models with a scattering model:
+    guided-pix2pix, dcp) -> ``clear`` N x 3 x H x W in [0, 1] and ``transmission`` N x 1 x H x W
+    (the same models). AOD-Net has only ``hazy`` -> ``clear``.
+
+Example:
+    >>> info = export_onnx("aod-net", "aod-net.onnx")
+    >>> info.inputs, info.outputs
+    (('hazy',), ('clear',))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["OPSET", "ExportInfo", "export_onnx", "graph_module"]
+
+# Resize with antialias needs opset 18.
+OPSET = 18
+
+
+class ExportInfo(NamedTuple):
+    """What :func:`export_onnx` wrote."""
+
+    path: Path
+    method: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    airlight_method: str | None  # the estimator the caller runs for the ``airlight`` input
+
+
+# ---------------------------------------------------------------------------- graph operations
+
+
+def _window_sum(x: Tensor, r: int, dim: int) -> Tensor:
+    """Sum over the window [i - r, i + r] along ``dim``, clipped at the border, for any r."""
+    n = x.shape[dim]
+    csum = torch.cumsum(x, dim=dim)
+    head, tail = list(x.shape), list(x.shape)
+    head[dim], tail[dim] = r + 1, r
+    p = torch.cat([x.new_zeros(head), csum, csum.narrow(dim, n - 1, 1).expand(tail)], dim)
+    return p.narrow(dim, 2 * r + 1, n) - p.narrow(dim, 0, n)
+
+
+def _box_mean(x: Tensor, r: int) -> Tensor:
+    h, w = x.shape[-2:]
+    ih, iw = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    count_h = (ih + r + 1).clamp(max=h) - (ih - r).clamp(min=0)
+    count_w = (iw + r + 1).clamp(max=w) - (iw - r).clamp(min=0)
+    count = count_h.to(x.dtype)[:, None] * count_w.to(x.dtype)[None, :]
+    return _window_sum(_window_sum(x, r, -2), r, -1) / count
+
+
+def _guided_coefficients(guide: Tensor, src: Tensor, r: int, eps: float) -> tuple[Tensor, Tensor]:
+    """Gray-guide guided filter coefficients (mean_a, mean_b), He et al. Alg. 1 lines 1-10, in float64."""
+    guide, src = guide.double(), src.double()
+    mean_i, mean_x = _box_mean(guide, r), _box_mean(src, r)
+    var_i = (_box_mean(guide * guide, r) - mean_i * mean_i).clamp(min=0.0)
+    a = (_box_mean(guide * src, r) - mean_i * mean_x) / (var_i + eps)
+    b = mean_x - a * mean_i
+    return _box_mean(a, r), _box_mean(b, r)
+
+
+def _pad_index(n, multiple: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Indices padding an axis of size n to the next multiple: (reflect, replicate)."""
+    i = torch.arange(multiple * ((n + multiple - 1) // multiple), device=device)
+    return torch.where(i < n, i, 2 * n - 2 - i), i.clamp(max=n - 1)
+
+
+def _unet_logits(unet: nn.Module, x: Tensor) -> Tensor:
+    """:meth:`UNetGenerator.forward_features` with its padding as a gather (see the module doc)."""
+    h, w = x.shape[-2:]
+    m = 2**unet.num_downs
+    reflect_h, replicate_h = _pad_index(h, m, x.device)
+    reflect_w, replicate_w = _pad_index(w, m, x.device)
+    # reflect needs pad < size on both axes, else both replicate (as F.pad's modes in the model)
+    ok = (reflect_h.min() >= 0) & (reflect_w.min() >= 0)
+    x = x.index_select(2, torch.where(ok, reflect_h, replicate_h))
+    x = x.index_select(3, torch.where(ok, reflect_w, replicate_w))
+    skips = []
+    for block in unet.down:
+        x = block(x)
+        skips.append(x)
+    skips.pop()
+    for block in unet.up:
+        x = torch.cat([block(x), skips.pop()], dim=1)
+    return unet.head(x)[..., :h, :w]
+
+
+# ------------------------------------------------------------------------------- graph modules
+
+
+class _GuidedPix2PixGraph(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if model.airlight_head is not None:
+            raise ValueError("export of a Guided-Pix2Pix model with a learned airlight head is not supported")
+        self.model = model
+
+    def forward(self, hazy: Tensor, airlight: Tensor) -> tuple[Tensor, Tensor]:
+        from .models.guided_pix2pix import working_size
+        from .ops import rgb_to_gray
+
+        net = self.model
+        h, w = hazy.shape[-2:]
+        work = net.work_size if net.work_size is not None else torch.sym_max(h, w)
+        low = F.interpolate(hazy, size=working_size(h, w, work), mode="bilinear", align_corners=False, antialias=True)
+        t0 = torch.sigmoid(_unet_logits(net.backbone, low))
+        mean_a, mean_b = _guided_coefficients(rgb_to_gray(low), t0, net.radius, net.eps)
+        up_a = F.interpolate(mean_a.float(), size=(h, w), mode="bilinear", align_corners=False)
+        up_b = F.interpolate(mean_b.float(), size=(h, w), mode="bilinear", align_corners=False)
+        t = (up_a * rgb_to_gray(hazy) + up_b).clamp(net.t_min, 1.0)
+        return ((hazy - airlight) / t + airlight).clamp(0.0, 1.0), t
+
+
+class _DarkChannelPriorGraph(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, hazy: Tensor, airlight: Tensor) -> tuple[Tensor, Tensor]:
+        from .ops import rgb_to_gray
+        from .physics import dark_channel, remove_haze
+
+        net = self.model
+        coarse = 1.0 - net.omega * dark_channel(hazy / airlight, net.patch_size)
+        mean_a, mean_b = _guided_coefficients(rgb_to_gray(hazy), coarse, net.radius, net.eps)
+        t = (mean_a * rgb_to_gray(hazy).double() + mean_b).float().clamp(0.0, 1.0)
+        return remove_haze(hazy, t, airlight, t_min=net.t_min), t
+
+
+class _ClearOnlyGraph(nn.Module):
+    """Models that map hazy to clear directly (AOD-Net): the model's own forward is exportable."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, hazy: Tensor) -> Tensor:
+        return self.model(hazy).clear
+
+
+def graph_module(model: nn.Module) -> nn.Module:
+    """The export wrapper of a loaded model (eval mode); ValueError for unsupported architectures."""
+    from .models import AODNet, DarkChannelPrior, GuidedPix2Pix
+
+    wrappers = {GuidedPix2Pix: _GuidedPix2PixGraph, DarkChannelPrior: _DarkChannelPriorGraph, AODNet: _ClearOnlyGraph}
+    for cls, wrapper in wrappers.items():
+        if type(model) is cls:
+            return wrapper(model.eval()).eval()
+    names = ", ".join(cls.__name__ for cls in wrappers)
+    raise ValueError(f"ONNX export supports {names}; not {type(model).__name__}")
+
+
+# ---------------------------------------------------------------------------------------- export
+
+
+def _require_onnx() -> None:
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModuleNotFoundError(
+            f"ONNX export needs {' and '.join(missing)}; install them with: pip install 'hazefree[onnx]'"
+        )
+
+
+def export_onnx(method: str | None, path: str | Path, *, verbose: bool = False) -> ExportInfo:
+    """Export ``method`` (a model name, a weights file, or None for the default) to ONNX at ``path``.
+
+    The model is loaded exactly as :class:`hazefree.Dehazer` loads it. The file is written
+    atomically (a failed export leaves no file behind). Raises ValueError for a model whose
+    architecture has no graph wrapper, ModuleNotFoundError when onnx/onnxscript are missing.
+    """
+    from . import __version__
+    from .api import Dehazer
+    from .io import atomic_write
+
+    _require_onnx()
+    dehazer = Dehazer(method)
+    graph = graph_module(dehazer.model)
+    takes_airlight = not isinstance(graph, _ClearOnlyGraph)
+    inputs = ("hazy", "airlight") if takes_airlight else ("hazy",)
+    outputs = ("clear", "transmission") if takes_airlight else ("clear",)
+    # Example shapes: neither a multiple of the U-Net's 128 nor equal, so that no size is special.
+    noise = torch.rand(1, 3, 300, 420, generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
+    example = (noise,) + ((torch.full((1, 3, 1, 1), 0.8),) if takes_airlight else ())
+    dynamic = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    airlight_method = getattr(dehazer.model, "airlight", None) if takes_airlight else None
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # its notes on optional torchvision operators are not ours
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
+            program = torch.onnx.export(
+                graph,
+                example,
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=list(inputs),
+                output_names=list(outputs),
+                dynamic_shapes=(dynamic,) + (({},) if takes_airlight else ()),
+                external_data=False,
+                verbose=verbose,
+            )
+    finally:
+        logger.setLevel(level)
+    proto = program.model_proto
+    meta = {
+        "hazefree_version": __version__,
+        "method": dehazer.method,
+        "airlight_method": airlight_method or "",
+        "inputs": json.dumps(inputs),
+        "outputs": json.dumps(outputs),
+    }
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    out = Path(path)
+    atomic_write(out, lambda tmp: Path(tmp).write_bytes(proto.SerializeToString()))
+    return ExportInfo(out, dehazer.method, inputs, outputs, airlight_method)

@@ -1,0 +1,147 @@
+"""ONNX export (hazefree/export.py, `hazefree export`): onnxruntime against hazefree.Dehazer on a real photo."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import SHARED_DATA
+
+import hazefree
+from hazefree import cli, models
+from hazefree.io import read_image
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO = SHARED_DATA / "rtts" / "hazy" / "BJ_Baidu_544.jpeg"  # 690 x 436
+# Every model usable without a weights file (shipped weights, or none needed: dcp); the default
+# model is among them.
+EXPORTED = models.pretrained()
+
+needs_photo = pytest.mark.skipif(not PHOTO.is_file(), reason="../shared/data is not available")
+
+
+def _example():
+    """examples/onnx_dehaze.py, the caller-side recipe documented in docs/deployment.md."""
+    spec = importlib.util.spec_from_file_location("onnx_dehaze", REPO / "examples" / "onnx_dehaze.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory) -> dict[str, Path]:
+    """Each model exported once through the command line."""
+    out = tmp_path_factory.mktemp("onnx")
+    paths = {}
+    for name in EXPORTED:
+        paths[name] = out / f"{name}.onnx"
+        assert cli.main(["export", name, "--format", "onnx", "-o", str(paths[name])]) == 0
+    return paths
+
+
+def test_exported_set_covers_the_shipped_models():
+    assert hazefree.default_method() in EXPORTED
+    assert {"guided-pix2pix", "aod-net", "dcp"} <= set(EXPORTED)
+
+
+@pytest.mark.slow
+@needs_photo
+@pytest.mark.parametrize("name", EXPORTED)
+def test_onnxruntime_matches_dehazer(graphs, name):
+    import onnxruntime as ort
+
+    example = _example()
+    session = ort.InferenceSession(str(graphs[name]), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["method"] == name
+    dehazer = hazefree.Dehazer(name)
+    photo = read_image(PHOTO).rgb
+    # The photo's own size (larger than Guided-Pix2Pix's 512 working size: resized in the graph)
+    # and a smaller one (no resize), each with odd and unequal sides.
+    for size in [photo.shape[-2:], (301, 419)]:
+        image = F.interpolate(photo, size=tuple(size), mode="bilinear", antialias=True).clamp(0, 1)
+        expected = dehazer(image)
+        got = example.dehaze(session, image[0].permute(1, 2, 0).numpy())
+        assert got["clear"].shape == tuple(expected.clear.shape)
+        np.testing.assert_allclose(got["clear"], expected.clear.numpy(), rtol=0, atol=1e-4)
+        if expected.transmission is not None:
+            # the example computed A itself: the same estimator, the same tie rule
+            rgb = image[0].permute(1, 2, 0).numpy()
+            np.testing.assert_allclose(
+                example.airlight(rgb, meta["airlight_method"]), expected.airlight.flatten().numpy(), rtol=0, atol=1e-5
+            )
+            np.testing.assert_allclose(got["transmission"], expected.transmission.numpy(), rtol=0, atol=1e-4)
+        else:
+            assert set(got) == {"clear"}
+
+
+@needs_photo
+@pytest.mark.parametrize("method", ["max_luma", "dark_channel", "dark_channel_brightest"])
+def test_example_airlight_matches_physics_on_tied_ranks(method):
+    """8-bit photos tie on most ranks; both sides pick the lowest pixel indices among ties."""
+    from hazefree.physics import estimate_airlight
+
+    example = _example()
+    for path in sorted((SHARED_DATA / "real_hazy_classic" / "hazy").iterdir())[:6]:
+        image = read_image(path).rgb
+        expected = estimate_airlight(image, method).flatten().numpy()
+        got = example.airlight(image[0].permute(1, 2, 0).numpy(), method)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5, err_msg=str(path))
+
+
+def test_top_indices_breaks_ties_by_index():
+    from hazefree.physics import _top_indices
+
+    values = torch.tensor([[0.5, 0.9, 0.5, 0.9, 0.5, 0.1], [0.2, 0.2, 0.2, 0.2, 0.2, 0.2]])
+    assert _top_indices(values, 3).tolist() == [[0, 1, 3], [0, 1, 2]]
+    assert _top_indices(values, 1).tolist() == [[1], [0]]
+
+
+def test_working_size_rounds_half_up_and_keeps_small_images():
+    from hazefree.models.guided_pix2pix import working_size
+
+    assert working_size(300, 420, 512) == (300, 420)
+    assert working_size(1080, 1920, 512) == (288, 512)
+    assert working_size(437, 1024, 512) == (219, 512)  # 218.5 -> 219
+    assert working_size(1, 5000, 512) == (1, 512)
+
+
+def test_export_unknown_or_unsupported_model_is_a_usage_error(tmp_path, capsys):
+    assert cli.main(["export", "aod-net", "-o", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert cli.main(["export", "no-such-model", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "unknown method 'no-such-model'" in capsys.readouterr().err
+    weights = tmp_path / "ffa.safetensors"
+    torch.manual_seed(0)
+    models.save_weights(models.create("dehazenet"), weights, model_name="dehazenet")
+    assert cli.main(["export", str(weights), "-o", str(tmp_path / "y.onnx")]) == 2
+    assert "ONNX export supports" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_import_hazefree_loads_no_optional_runtime():
+    code = (
+        "import sys, hazefree, hazefree.cli, hazefree.export, hazefree.distributed; "
+        "hazefree.cli.build_parser(); "
+        "print(sorted(m for m in ('onnx', 'onnxruntime', 'onnxscript', 'ray') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+@needs_photo
+def test_example_script_writes_the_dehazed_photo(graphs, tmp_path):
+    example = _example()
+    target = tmp_path / "clear.png"
+    assert example.main([str(graphs["guided-pix2pix"]), str(PHOTO), str(target)]) == 0
+    written = read_image(target).rgb
+    expected = hazefree.Dehazer("guided-pix2pix")(read_image(PHOTO).rgb).clear
+    assert written.shape == expected.shape
+    assert (written - expected).abs().max() <= 1 / 255 + 1e-6  # 8-bit rounding only
