@@ -21,9 +21,10 @@ import os
 import sys
 import traceback
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+
+from .pipeline import Job as _Job
 
 __all__ = ["main", "build_parser"]
 
@@ -149,8 +150,30 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"refuse images with more than N pixels (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)",
     )
+    p.add_argument(
+        "--tile",
+        type=_non_negative_int,
+        metavar="N",
+        help="dehaze large images in N x N tiles with bounded memory (0: whole); default: whole up to "
+        "16.8 MP, else tiles of about 2048 (see docs/performance-scale.md)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="overlap decoding, the model and encoding over a folder, with up to N images decoded "
+        "ahead and N being written (default 1: one image at a time); results are identical",
+    )
     _add_debug(p)
     p.set_defaults(func=_run_dehaze)
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -161,18 +184,6 @@ def _non_negative_int(text: str) -> int:
     if value < 0 or value != int(value):
         raise argparse.ArgumentTypeError(f"must be a non-negative whole number, got {text!r}")
     return int(value)
-
-
-@dataclass(frozen=True)
-class _Job:
-    source: Path
-    output: Path
-    transmission: Path | None
-
-    @property
-    def targets(self) -> tuple[Path, ...]:
-        """Every file the job writes."""
-        return (self.output,) if self.transmission is None else (self.output, self.transmission)
 
 
 def _run_dehaze(args: argparse.Namespace) -> int:
@@ -230,28 +241,33 @@ def _process(jobs: list[_Job], dehazer, args: argparse.Namespace) -> tuple[int, 
     from tqdm import tqdm
 
     from .io import ImageReadError
+    from .pipeline import FileOptions, run_jobs
 
     debug = getattr(args, "debug", False)
+    options = FileOptions(max_pixels=args.max_pixels or None, tile=getattr(args, "tile", None))
     done = failed = 0
     no_transmission = False
-    bar = tqdm(jobs, unit="image", disable=len(jobs) <= 1, file=sys.stderr, dynamic_ncols=True)
-    for job in bar:
-        try:
-            has_t = _dehaze_one(dehazer, job, args.max_pixels or None)
-            no_transmission |= job.transmission is not None and not has_t
+    bar = tqdm(total=len(jobs), unit="image", disable=len(jobs) <= 1, file=sys.stderr, dynamic_ncols=True)
+    for job, outcome in run_jobs(dehazer, jobs, options, workers=getattr(args, "workers", 1)):
+        bar.update()
+        if not isinstance(outcome, Exception):
+            for text in outcome.warnings:
+                _report(f"warning: {text}")
+            no_transmission |= job.transmission is not None and not outcome.has_transmission
             done += 1
-        except Exception as exc:  # any one file's failure is reported and the batch goes on
-            failed += 1
-            if debug:
-                bar.clear()
-                traceback.print_exc()
-            if isinstance(exc, ImageReadError):
-                _report(f"error: {exc}")
-            elif isinstance(exc, OSError) and exc.filename is not None:
-                _report(f"error: {job.source}: cannot write {exc.filename}: {exc.strerror or _message(exc)}")
-            else:
-                problem = "not enough memory" if isinstance(exc, MemoryError) else _message(exc)
-                _report(f"error: {job.source}: {problem}")
+            continue
+        exc = outcome  # any one file's failure is reported and the batch goes on
+        failed += 1
+        if debug:
+            bar.clear()
+            traceback.print_exception(exc)
+        if isinstance(exc, ImageReadError):
+            _report(f"error: {exc}")
+        elif isinstance(exc, OSError) and exc.filename is not None:
+            _report(f"error: {job.source}: cannot write {exc.filename}: {exc.strerror or _message(exc)}")
+        else:
+            problem = "not enough memory" if isinstance(exc, MemoryError) else _message(exc)
+            _report(f"error: {job.source}: {problem}")
     bar.close()
     if no_transmission:
         _report(
@@ -325,33 +341,6 @@ def _load_dehazer(method: str | None, airlight: str | None, post: str | None = N
             f"unknown method {method!r}; available: {', '.join(models.available())}, "
             "or a weights file (.safetensors, .pt, .pth)"
         ) from None
-
-
-def _dehaze_one(dehazer, job: _Job, max_pixels: int | None) -> bool:
-    """Dehaze one file; return whether the method produced a transmission map."""
-    from .io import ImageReadWarning, read_image, write_image
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ImageReadWarning)
-        image = read_image(job.source, max_pixels=max_pixels)
-    for w in caught:
-        text = str(w.message) if issubclass(w.category, ImageReadWarning) else f"{job.source}: {w.message}"
-        _report(f"warning: {text}")
-    result = dehazer(image.rgb)
-    write_image(
-        job.output,
-        result.clear,
-        alpha=image.alpha,
-        bit_depth=image.bit_depth,
-        gray=image.gray,
-        icc_profile=image.icc_profile,
-    )
-    t = result.transmission
-    if job.transmission is not None and t is not None:
-        if t.shape[1] != 1:  # a per-channel transmission is saved as its mean
-            t = t.mean(dim=1, keepdim=True)
-        write_image(job.transmission, t, bit_depth=16, gray=True, format="PNG")
-    return t is not None
 
 
 def _report(line: str) -> None:
