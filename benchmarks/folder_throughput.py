@@ -7,9 +7,13 @@ alternate over several rounds and the median is reported, so a change of load on
 machine falls on all settings alike. Every output of every run is compared byte for byte with the
 sequential run's.
 
+Torch runs with one intra-op thread by default here: on the shared 2-core machine, two OpenMP
+threads that wait on each other made the model 4-5x slower than one thread (measured while this
+benchmark was written, load average about 10), which would swamp what the overlap changes.
+
 Usage:
     python benchmarks/folder_throughput.py [--data ../shared/data/real_hazy_classic]
-        [--methods guided-pix2pix,dcp] [--workers 2,4] [--rounds 3] [--threads 2]
+        [--methods guided-pix2pix,dcp] [--workers 2,4] [--rounds 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def main() -> None:
     p.add_argument("--methods", default="guided-pix2pix,dcp")
     p.add_argument("--workers", default="2,4")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see the note above)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     sources = find_images([args.data])
