@@ -60,17 +60,26 @@ def is_tiff(path: Path) -> bool:
         return False
 
 
+# GeoTIFF tags: ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory.
+_GEOTIFF_TAGS = (33550, 33922, 34264, 34735)
+
+
 def is_geotiff(path: Path) -> bool:
     """Whether ``path`` is a TIFF with georeferencing (a CRS, a geotransform or GCPs).
 
-    False when rasterio is not installed (such a file is then read as a plain TIFF; its
-    georeferencing would be lost, so callers that write TIFFs should say so, see
-    :func:`hazefree.pipeline.dehaze_file`)."""
+    Raises:
+        ImageReadError: the file carries GeoTIFF tags but rasterio is not installed (read as a
+            plain TIFF, its georeferencing would be lost without a word).
+    """
     if not is_tiff(path):
         return False
     try:
         rasterio = _rasterio()
     except ImportError:
+        if set(_first_ifd_tags(path)) & set(_GEOTIFF_TAGS):
+            raise ImageReadError(
+                path, "a GeoTIFF, whose georeferencing is kept only with rasterio: pip install 'hazefree[geo]'"
+            ) from None
         return False
     with rasterio_env(), warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -79,6 +88,24 @@ def is_geotiff(path: Path) -> bool:
                 return ds.crs is not None or not ds.transform.is_identity or bool(ds.gcps[0])
         except rasterio.errors.RasterioError:
             return False
+
+
+def _first_ifd_tags(path: Path) -> list[int]:
+    """The tag numbers of a TIFF's first image directory (classic or BigTIFF), [] if unreadable."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            order = "<" if head[:2] == b"II" else ">"
+            big = struct.unpack(order + "H", head[2:4])[0] == 43
+            f.seek(struct.unpack(order + "Q", head[8:16])[0] if big else struct.unpack(order + "I", head[4:8])[0])
+            count_size, entry_size = (8, 20) if big else (2, 12)
+            (count,) = struct.unpack(order + ("Q" if big else "H"), f.read(count_size))
+            entries = f.read(min(count, 4096) * entry_size)
+    except (OSError, struct.error):
+        return []
+    return [struct.unpack(order + "H", entries[i : i + 2])[0] for i in range(0, len(entries) - 1, entry_size)]
 
 
 class RasterReader:

@@ -89,3 +89,19 @@ def test_plain_tiff_is_not_geotiff(tmp_path):
 
     Image.new("RGB", (8, 8)).save(tmp_path / "p.tif")
     assert not is_geotiff(tmp_path / "p.tif")
+
+
+def test_geotiff_without_rasterio_is_refused_by_name(tmp_path, capsys, monkeypatch):
+    import hazefree.geotiff as geotiff
+
+    src = tmp_path / "scene.tif"
+    _geotiff(src, dtype="uint8", nodata=None, count=3)
+
+    def missing():
+        raise ImportError("no rasterio")
+
+    monkeypatch.setattr(geotiff, "_rasterio", missing)
+    code = cli.main(["dehaze", str(src), "-o", str(tmp_path / "o"), "--method", "dcp"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"error: {src}: a GeoTIFF" in err and "hazefree[geo]" in err
+    assert not (tmp_path / "o" / "scene.tif").exists()
