@@ -10,6 +10,8 @@ Examples:
     hazefree dehaze photos/ -o out/ --method dcp --save-transmission
     hazefree dehaze photos/ -o photos/ --suffix _dehazed
     hazefree dehaze photos/ -o out/ --post retinex
+    hazefree dehaze photos/ -o out/ --workers 2
+    hazefree dehaze mosaic.tif -o out/ --max-pixels 0      # GeoTIFF, by windows and tiles
     hazefree eval --method dcp --data ../shared/data/sots_indoor,../shared/data/rtts --grid grid.png
     hazefree models
 """
@@ -114,6 +116,7 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
             "Dehaze image files and folders (PNG, JPEG, TIFF, WebP, BMP, GIF; folders are scanned "
             "recursively). Results keep the input's format, size, bit depth, gray/colour and alpha, "
             "and mirror the input's folder structure under OUTDIR; GIF inputs are written as PNG. "
+            "GeoTIFFs keep their georeferencing, nodata and extra bands (needs rasterio). "
             "Input files are never overwritten."
         ),
     )
