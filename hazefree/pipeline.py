@@ -284,8 +284,9 @@ def _dehaze_array(dehazer, job: Job, loaded: Loaded, options: FileOptions) -> bo
 
     preview = block_mean_preview(read_array, *size, preview_factor(*size))
     _run(dehazer, _tiler(dehazer, size, preview), read, write, loaded.tile, size)
-    del preview
-    write_pixels(job.output, out, icc_profile=raw.icc_profile)
+    icc = raw.icc_profile
+    raw = pixels = preview = None  # free the input (also for read_array) before the encoder copies `out`
+    write_pixels(job.output, out, icc_profile=icc)
     transmission.close()
     return transmission.seen
 
