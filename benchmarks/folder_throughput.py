@@ -28,7 +28,10 @@ import time
 from pathlib import Path
 
 import torch
-from machine import cpu_model, load_average  # benchmarks/machine.py (scripts run from this folder)
+from machine import (  # benchmarks/machine.py (scripts run from this folder)
+    cpu_model,
+    load_average,
+)
 
 from hazefree.api import Dehazer
 from hazefree.io import find_images, output_path_for

@@ -31,7 +31,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_model, load_average  # benchmarks/machine.py (scripts run from this folder)
+from machine import (  # benchmarks/machine.py (scripts run from this folder)
+    cpu_model,
+    load_average,
+)
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]

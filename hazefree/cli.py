@@ -22,7 +22,6 @@ import argparse
 import os
 import sys
 import traceback
-import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -211,7 +212,7 @@ class RasterReader:
         self.ds.close()
         self._env.__exit__(None, None, None)
 
-    def __enter__(self) -> "RasterReader":
+    def __enter__(self) -> RasterReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -268,7 +269,7 @@ class RasterWriter:
             others = reader.read_bands(reader.other_bands, window)
             self.ds.write(others, indexes=list(reader.other_bands), window=rio_window)
 
-    def __enter__(self) -> "RasterWriter":
+    def __enter__(self) -> RasterWriter:
         return self
 
     def __exit__(self, *exc) -> None:

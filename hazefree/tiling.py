@@ -24,7 +24,7 @@ whose longer side is at most :data:`PREVIEW_SIDE` gives the untiled result up to
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ __all__ = [
     "preview_factor",
     "block_mean_preview",
     "resize_window",
+    "run_tiles",
     "PREVIEW_SIDE",
     "UNTILED_MAX_PIXELS",
 ]
@@ -66,14 +67,14 @@ class Window(NamedTuple):
     height: int
     width: int
 
-    def grown(self, margin: int, height: int, width: int) -> "Window":
+    def grown(self, margin: int, height: int, width: int) -> Window:
         """This window grown by ``margin`` on every side, clipped to a ``height`` x ``width`` image."""
         top, left = max(0, self.top - margin), max(0, self.left - margin)
         bottom = min(height, self.top + self.height + margin)
         right = min(width, self.left + self.width + margin)
         return Window(top, left, bottom - top, right - left)
 
-    def within(self, outer: "Window") -> tuple[slice, slice]:
+    def within(self, outer: Window) -> tuple[slice, slice]:
         """Row and column slices of this window inside the array of ``outer``."""
         r, c = self.top - outer.top, self.left - outer.left
         return slice(r, r + self.height), slice(c, c + self.width)
@@ -288,9 +289,3 @@ def run_tiles(
         write(Window(acc_top, 0, k, w), TileResult(clear, t))
         num, den, tnum = num[..., k:, :], den[..., k:, :], tnum[..., k:, :]
         acc_top = done
-
-
-def iter_tiles(height: int, width: int, tile: int, margin: int) -> Iterator[tuple[Window, Window]]:
-    """(core, grown) pairs of the tiles of an image, row by row."""
-    for core in plan_tiles(height, width, tile):
-        yield core, core.grown(margin, height, width)

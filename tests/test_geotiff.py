@@ -10,8 +10,8 @@ from hazefree.geotiff import RasterReader, is_geotiff
 from hazefree.io import ImageReadError
 
 rasterio = pytest.importorskip("rasterio")
-from rasterio.enums import ColorInterp  # noqa: E402
-from rasterio.transform import from_origin  # noqa: E402
+from rasterio.enums import ColorInterp
+from rasterio.transform import from_origin
 
 H, W = 150, 190
 

@@ -57,7 +57,7 @@ def test_plan_tiles_cover_once_and_auto_tile():
 
 def test_block_mean_preview_matches_area_mean():
     x = np.random.default_rng(0).random((37, 50, 3)).astype(np.float32)
-    read = lambda w: x[w.top : w.top + w.height, w.left : w.left + w.width]  # noqa: E731
+    read = lambda w: x[w.top : w.top + w.height, w.left : w.left + w.width]
     p = block_mean_preview(read, 37, 50, 4)
     assert p.shape == (1, 3, 10, 13)
     np.testing.assert_allclose(p[0, :, 2, 3].numpy(), x[8:12, 12:16].mean(axis=(0, 1)), atol=1e-6)
