@@ -126,7 +126,7 @@ def infer(dehazer, job: Job, loaded: Loaded, options: FileOptions) -> Pending:
         return Pending(loaded, dehazer(loaded.image.rgb))
     if dehazer.post is not None and loaded.tile:
         raise ValueError(
-            f"{job.source}: --post {dehazer.post} needs the whole image, and this one is dehazed in "
+            f"--post {dehazer.post} needs the whole image, and this one is dehazed in "
             f"tiles of {loaded.tile} pixels; use --tile 0 to dehaze it whole"
         )
     if loaded.route == "raster":
