@@ -7,7 +7,9 @@ Quick start:
 
 Modules: :mod:`hazefree.physics` (scattering model, airlight), :mod:`hazefree.ops` (guided
 filter), :mod:`hazefree.models` (dehazers and their registry), :mod:`hazefree.data`,
-:mod:`hazefree.training`, :mod:`hazefree.metrics`, :mod:`hazefree.io`, :mod:`hazefree.cli`.
+:mod:`hazefree.training`, :mod:`hazefree.metrics`, :mod:`hazefree.io`, :mod:`hazefree.cli`,
+:mod:`hazefree.pipeline` (one file: read, dehaze whole or in tiles, write), :mod:`hazefree.tiling`,
+:mod:`hazefree.geotiff`.
 """
 
 from .api import Dehazer, default_method, dehaze

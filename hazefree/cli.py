@@ -10,6 +10,8 @@ Examples:
     hazefree dehaze photos/ -o out/ --method dcp --save-transmission
     hazefree dehaze photos/ -o photos/ --suffix _dehazed
     hazefree dehaze photos/ -o out/ --post retinex
+    hazefree dehaze photos/ -o out/ --workers 2
+    hazefree dehaze mosaic.tif -o out/ --max-pixels 0      # GeoTIFF, by windows and tiles
     hazefree eval --method dcp --data ../shared/data/sots_indoor,../shared/data/rtts --grid grid.png
     hazefree models
     hazefree serve --port 8000
@@ -22,10 +24,10 @@ import argparse
 import os
 import sys
 import traceback
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+
+from .pipeline import Job as _Job
 
 __all__ = ["main", "build_parser"]
 
@@ -116,6 +118,7 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
             "Dehaze image files and folders (PNG, JPEG, TIFF, WebP, BMP, GIF; folders are scanned "
             "recursively). Results keep the input's format, size, bit depth, gray/colour and alpha, "
             "and mirror the input's folder structure under OUTDIR; GIF inputs are written as PNG. "
+            "GeoTIFFs keep their georeferencing, nodata and extra bands (needs rasterio). "
             "Input files are never overwritten."
         ),
     )
@@ -147,6 +150,21 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
     existing.add_argument("--skip-existing", action="store_true", help="skip inputs whose output exists")
     _add_max_pixels(p)
     p.add_argument(
+        "--tile",
+        type=_non_negative_int,
+        metavar="N",
+        help="dehaze large images in N x N tiles with bounded memory (0: whole); default: whole up to "
+        "16.8 MP, else tiles of about 2048 (see docs/performance-scale.md)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="overlap decoding, the model and encoding over a folder, with up to N images decoded "
+        "ahead and N being written (default 1: one image at a time); results are identical",
+    )
+    p.add_argument(
         "--ray",
         nargs="?",
         const="",
@@ -171,6 +189,13 @@ def _add_max_pixels(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = float(text.replace("_", "").replace(",", ""))
@@ -179,18 +204,6 @@ def _non_negative_int(text: str) -> int:
     if value < 0 or value != int(value):
         raise argparse.ArgumentTypeError(f"must be a non-negative whole number, got {text!r}")
     return int(value)
-
-
-@dataclass(frozen=True)
-class _Job:
-    source: Path
-    output: Path
-    transmission: Path | None
-
-    @property
-    def targets(self) -> tuple[Path, ...]:
-        """Every file the job writes."""
-        return (self.output,) if self.transmission is None else (self.output, self.transmission)
 
 
 def _run_dehaze(args: argparse.Namespace) -> int:
@@ -255,21 +268,27 @@ def _process(jobs: list[_Job], dehazer, args: argparse.Namespace) -> tuple[int, 
     """Dehaze every job, reporting each failure on one line; return (done, failed)."""
     from tqdm import tqdm
 
+    from .pipeline import FileOptions, run_jobs
+
     debug = getattr(args, "debug", False)
+    options = FileOptions(max_pixels=args.max_pixels or None, tile=getattr(args, "tile", None))
     done = failed = 0
     no_transmission = False
-    bar = tqdm(jobs, unit="image", disable=len(jobs) <= 1, file=sys.stderr, dynamic_ncols=True)
-    for job in bar:
-        try:
-            has_t = _dehaze_one(dehazer, job, args.max_pixels or None)
-            no_transmission |= job.transmission is not None and not has_t
+    bar = tqdm(total=len(jobs), unit="image", disable=len(jobs) <= 1, file=sys.stderr, dynamic_ncols=True)
+    for job, outcome in run_jobs(dehazer, jobs, options, workers=getattr(args, "workers", 1)):
+        bar.update()
+        if not isinstance(outcome, Exception):
+            for text in outcome.warnings:
+                _report(f"warning: {text}")
+            no_transmission |= job.transmission is not None and not outcome.has_transmission
             done += 1
-        except Exception as exc:  # any one file's failure is reported and the batch goes on
-            failed += 1
-            if debug:
-                bar.clear()
-                traceback.print_exc()
-            _report(_failure(job, exc))
+            continue
+        exc = outcome  # any one file's failure is reported and the batch goes on
+        failed += 1
+        if debug:
+            bar.clear()
+            traceback.print_exception(exc)
+        _report(_failure(job, exc))
     bar.close()
     if no_transmission:
         _report(_NO_TRANSMISSION.format(method=dehazer.method))
@@ -353,34 +372,6 @@ def _load_dehazer(method: str | None, airlight: str | None, post: str | None = N
             f"unknown method {method!r}; available: {', '.join(models.available())}, "
             "or a weights file (.safetensors, .pt, .pth)"
         ) from None
-
-
-def _dehaze_one(dehazer, job: _Job, max_pixels: int | None, report: Callable[[str], None] | None = None) -> bool:
-    """Dehaze one file; return whether the method produced a transmission map. Warnings go to
-    ``report`` (default: stderr)."""
-    from .io import ImageReadWarning, read_image, write_image
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ImageReadWarning)
-        image = read_image(job.source, max_pixels=max_pixels)
-    for w in caught:
-        text = str(w.message) if issubclass(w.category, ImageReadWarning) else f"{job.source}: {w.message}"
-        (report or _report)(f"warning: {text}")
-    result = dehazer(image.rgb)
-    write_image(
-        job.output,
-        result.clear,
-        alpha=image.alpha,
-        bit_depth=image.bit_depth,
-        gray=image.gray,
-        icc_profile=image.icc_profile,
-    )
-    t = result.transmission
-    if job.transmission is not None and t is not None:
-        if t.shape[1] != 1:  # a per-channel transmission is saved as its mean
-            t = t.mean(dim=1, keepdim=True)
-        write_image(job.transmission, t, bit_depth=16, gray=True, format="PNG")
-    return t is not None
 
 
 def _report(line: str) -> None:

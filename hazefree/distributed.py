@@ -3,7 +3,7 @@
 The driver (the ``hazefree`` process) plans the jobs exactly as the single-machine command does
 (the same output names, the same refusal to overwrite, ``--skip-existing``); this module only
 changes where each file is processed. Every file is one Ray task running the command's per-file
-function (:func:`hazefree.cli._dehaze_one`); a task returns its outcome and its warning or error
+function (:func:`hazefree.pipeline.dehaze_file`); a task returns its outcome and its warning or error
 lines, which the driver prints as the single-machine command would, under one progress bar for the
 whole job. The exit status is the command's: 0 when every file was dehazed, 1 when some failed
 (each named), 2 for an unusable command (including a cluster that cannot be reached).
@@ -45,6 +45,7 @@ class _Settings(NamedTuple):
     airlight: str | None
     post: str | None
     max_pixels: int | None
+    tile: int | None  # --tile (None: chosen from each image's size)
     debug: bool
     cwd: str  # the driver's working folder, for relative paths
 
@@ -64,7 +65,8 @@ def _cached_dehazer(method: str | None, airlight: str | None, post: str | None):
 
 def _run_job(job, settings: _Settings) -> _Outcome:
     """One file, in a Ray worker: the single-machine command's per-file function and messages."""
-    from .cli import _dehaze_one, _failure
+    from .cli import _failure
+    from .pipeline import FileOptions, dehaze_file
 
     # Relative paths mean what they meant to the driver (the same folder on shared storage).
     if os.getcwd() != settings.cwd and os.path.isdir(settings.cwd):
@@ -72,8 +74,9 @@ def _run_job(job, settings: _Settings) -> _Outcome:
     lines: list[str] = []
     try:
         dehazer = _cached_dehazer(settings.method, settings.airlight, settings.post)
-        has_t = _dehaze_one(dehazer, job, settings.max_pixels, report=lines.append)
-        return _Outcome(True, has_t, lines)
+        result = dehaze_file(dehazer, job, FileOptions(settings.max_pixels, settings.tile))
+        lines += [f"warning: {text}" for text in result.warnings]
+        return _Outcome(True, result.has_transmission, lines)
     except Exception as exc:  # reported by the driver; the job goes on
         if settings.debug:
             lines.append(traceback.format_exc().rstrip())
@@ -134,7 +137,8 @@ def process_on_ray(jobs: list, dehazer, args: argparse.Namespace) -> tuple[int, 
     if Path(method).is_file():
         method = str(Path(method).resolve())  # a weights file, found by the workers on shared storage
     settings = _Settings(
-        method, args.airlight, dehazer.post, args.max_pixels or None, getattr(args, "debug", False), os.getcwd()
+        method, args.airlight, dehazer.post, args.max_pixels or None, getattr(args, "tile", None),
+        getattr(args, "debug", False), os.getcwd()
     )
     started = _connect(ray, args.ray)
     try:

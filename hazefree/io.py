@@ -52,8 +52,13 @@ __all__ = [
     "ImageReadWarning",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "RawImage",
     "read_image",
+    "read_pixels",
+    "probe_image",
     "write_image",
+    "write_pixels",
+    "quantize",
     "find_images",
     "output_path_for",
     "transmission_path_for",
@@ -143,13 +148,19 @@ class ImageData:
 # --------------------------------------------------------------------------------------- reading
 
 
-def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageData:
+def read_image(
+    path: PathLike,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    warn: Callable[[str], None] | None = None,
+) -> ImageData:
     """Decode an image file to an :class:`ImageData`, with its EXIF orientation applied.
 
     Args:
         path: the image file.
         max_pixels: refuse images with more than this many pixels (checked from the header before
             decoding); None or 0 disables the check.
+        warn: called with the message instead of issuing an :class:`ImageReadWarning` (the
+            warnings module's filters are process-wide, so threads that read report this way).
 
     Returns:
         The decoded image; see :class:`ImageData`.
@@ -161,6 +172,32 @@ def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
     Warns:
         ImageReadWarning: the file holds several frames or pages; only the first one is read.
     """
+    raw = read_pixels(path, max_pixels, warn)
+    return _to_image_data(raw.path, raw.pixels, raw.bit_depth, raw.gray, raw.format, raw.icc_profile)
+
+
+@dataclass(frozen=True, eq=False)
+class RawImage:
+    """Decoded integer pixels: what :func:`read_image` converts to float, for callers that keep
+    a large image as 1 or 2 bytes per sample and convert it piece by piece.
+
+    Attributes:
+        pixels: H x W x C uint8 or uint16 array, C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA.
+        bit_depth, gray, format, path, icc_profile: as in :class:`ImageData`.
+    """
+
+    pixels: np.ndarray
+    bit_depth: int
+    gray: bool
+    format: str
+    path: Path
+    icc_profile: bytes | None = None
+
+
+def read_pixels(
+    path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, warn: Callable[[str], None] | None = None
+) -> RawImage:
+    """Decode an image file to integer pixels (:class:`RawImage`); see :func:`read_image`."""
     path = Path(path)
     data = _read_bytes(path)
     with _pillow_limit_lifted():
@@ -182,7 +219,7 @@ def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
             _check_pixels(path, im.size, max_pixels)
             try:
                 bit_depth = _stored_bit_depth(path, im, fmt, data)
-                _warn_if_multiframe(path, im, fmt)
+                _warn_if_multiframe(path, im, fmt, warn)
                 if bit_depth == 16:
                     pixels, gray, orientation = _decode_16bit(path, im, fmt, data)
                 else:
@@ -195,8 +232,23 @@ def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
                 raise ImageReadError(path, problem) from None
             except Exception as exc:
                 raise ImageReadError(path, f"truncated or corrupt {fmt} data ({_describe(exc)})") from None
-    pixels = _apply_orientation(pixels, orientation)
-    return _to_image_data(path, pixels, bit_depth, gray, fmt, icc)
+    return RawImage(_apply_orientation(pixels, orientation), bit_depth, gray, fmt, path, icc)
+
+
+def probe_image(path: PathLike) -> tuple[int, int] | None:
+    """(height, width) of an image file as :func:`read_image` would return it (EXIF orientation
+    applied), from its header alone; None if the header cannot be parsed (read_image says why)."""
+    with _pillow_limit_lifted():
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+                try:
+                    orientation = _exif_orientation(im.getexif())
+                except Exception:
+                    orientation = 1
+        except Exception:
+            return None
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def _supported() -> str:
@@ -290,16 +342,16 @@ def _stored_bit_depth(path: Path, im: Image.Image, fmt: str, data: bytes) -> int
     return 8  # JPEG, WebP, BMP and GIF store at most 8 bits per sample
 
 
-def _warn_if_multiframe(path: Path, im: Image.Image, fmt: str) -> None:
+def _warn_if_multiframe(path: Path, im: Image.Image, fmt: str, warn: Callable[[str], None] | None) -> None:
     # An animated GIF/WebP or multi-page TIFF is read as its first frame rather than refused:
     # that is what users dehazing a still expect, and the warning says what was dropped.
     if getattr(im, "is_animated", False):
         what = "pages" if fmt == "TIFF" else "frames"
-        warnings.warn(
-            f"{path}: {fmt} file with {im.n_frames} {what}; only the first is used",
-            ImageReadWarning,
-            stacklevel=3,
-        )
+        message = f"{path}: {fmt} file with {im.n_frames} {what}; only the first is used"
+        if warn is not None:
+            warn(message)
+        else:
+            warnings.warn(message, ImageReadWarning, stacklevel=4)
         im.seek(0)
 
 
@@ -500,7 +552,20 @@ def write_image(
         if a.shape[0] != 1 or a.shape[1:] != colour.shape[1:]:
             raise ValueError(f"alpha must be 1 x {colour.shape[1]} x {colour.shape[2]}, got {tuple(a.shape)}")
         planes.append(a)
-    pixels = _quantize(np.concatenate(planes, axis=0).transpose(1, 2, 0), depth)  # H x W x C
+    pixels = quantize(np.concatenate(planes, axis=0).transpose(1, 2, 0), depth)  # H x W x C
+    return write_pixels(path, pixels, format=fmt, icc_profile=icc_profile)
+
+
+def write_pixels(
+    path: PathLike, pixels: np.ndarray, format: str | None = None, icc_profile: bytes | None = None
+) -> Path:
+    """Write H x W x C integer pixels (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA; uint8, or uint16
+    for 16-bit PNG/TIFF) atomically, as :func:`write_image` does after quantizing."""
+    path = Path(path)
+    fmt = _output_format(path, format)
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    if pixels.dtype not in (np.uint8, np.uint16) or (depth == 16 and fmt not in _SIXTEEN_BIT_FORMATS):
+        raise ValueError(f"{path}: cannot write {pixels.dtype} pixels as {fmt} (uint8, or uint16 for PNG/TIFF)")
     data = _encode(pixels, fmt, depth, icc_profile)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
@@ -549,7 +614,8 @@ def _as_float_array(x: ArrayLike, name: str) -> np.ndarray:
     return arr
 
 
-def _quantize(values: np.ndarray, depth: int) -> np.ndarray:
+def quantize(values: np.ndarray, depth: int) -> np.ndarray:
+    """Float values in [0, 1] (clipped) to the nearest uint8 (depth 8) or uint16 (depth 16) level."""
     top = 65535.0 if depth == 16 else 255.0
     # floor(x + 0.5): round half up, so that v / top maps back to exactly v.
     levels = np.floor(np.clip(values, 0.0, 1.0) * top + 0.5)

@@ -31,6 +31,7 @@ __all__ = [
     "box_filter",
     "guided_filter",
     "fast_guided_filter",
+    "guided_filter_coefficients",
     "GuidedFilter",
     "FastGuidedFilter",
     "rgb_to_gray",
@@ -362,3 +363,17 @@ class FastGuidedFilter(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"radius={self.radius}, eps={self.eps}"
+
+
+def guided_filter_coefficients(guide: Tensor, src: Tensor, radius: int, eps: float) -> tuple[Tensor, Tensor]:
+    """The window-mean coefficients (mean_a, mean_b) of the guided filter, so that
+    ``guided_filter(guide, src, radius, eps) == mean_a * guide + mean_b`` (gray guide).
+
+    For callers that apply the filter piece by piece: the coefficients are smooth, so those of a
+    working-size image can be resized to any window of the full image (He & Sun 2015). Computed in
+    float64 (see the module docstring) and returned in the dtype of ``src``.
+    """
+    _check_inputs(guide, src, radius, eps)
+    dtype = _compute_dtype(guide, src)
+    mean_a, mean_b = _coefficients(guide.to(dtype), src.to(dtype), radius, eps)
+    return mean_a.to(src.dtype), mean_b.to(src.dtype)

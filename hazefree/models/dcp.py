@@ -43,10 +43,20 @@ class DarkChannelPrior(nn.Module):
 
     def forward(self, hazy: Tensor) -> DehazeOutput:
         a = estimate_airlight(hazy, self.airlight)
-        coarse = 1.0 - self.omega * dark_channel(hazy / a, self.patch_size)
-        t = guided_filter(rgb_to_gray(hazy), coarse, self.radius, self.eps).clamp(0.0, 1.0)
+        coarse, t = self.transmission(hazy, a)
         clear = remove_haze(hazy, t, a, t_min=self.t_min)
         return DehazeOutput(clear=clear, transmission=t, airlight=a, coarse_transmission=coarse)
+
+    def transmission(self, hazy: Tensor, airlight: Tensor) -> tuple[Tensor, Tensor]:
+        """Coarse (eq. 12) and refined transmission of ``hazy`` for a given airlight."""
+        coarse = 1.0 - self.omega * dark_channel(hazy / airlight, self.patch_size)
+        return coarse, guided_filter(rgb_to_gray(hazy), coarse, self.radius, self.eps).clamp(0.0, 1.0)
+
+    @property
+    def reach(self) -> int:
+        """How far (in pixels) an output pixel depends on the input: the guided filter's two
+        windows (2 r) plus the dark channel's patch, so a tile grown by this much is exact."""
+        return 2 * self.radius + self.patch_size // 2
 
     def extra_repr(self) -> str:
         return (

@@ -208,20 +208,30 @@ class GuidedPix2Pix(nn.Module):
         self.airlight, self.work_size = airlight, work_size
         self.airlight_head = AirlightHead(ngf * min(2 ** (num_downs - 1), 8)) if airlight_head else None
 
-    def forward(self, hazy: Tensor) -> DehazeOutput:
-        h, w = hazy.shape[-2:]
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """The U-Net's input size for an H x W image: its own size, or longer side ``work_size``."""
+        if self.work_size is None or max(height, width) <= self.work_size:
+            return height, width
+        return tuple(int(v) for v in working_size(height, width, self.work_size))
+
+    def coarse(self, hazy: Tensor, low: Tensor) -> tuple[Tensor, Tensor]:
+        """Airlight A (N x 3 x 1 x 1, from the statistics of ``hazy``, refined by the head if any)
+        and the U-Net's coarse transmission t0 = sigmoid(G0(low)) (eq. 39) at the working size."""
         methods = (self.airlight, *_HEAD_ESTIMATORS) if self.airlight_head is not None else (self.airlight,)
         with torch.no_grad():  # the estimates are statistics of the input; no parameter influences them
             est = estimate_airlights(hazy, methods)
         a = est[self.airlight]
-        low = hazy
-        if self.work_size is not None and max(h, w) > self.work_size:
-            size = working_size(h, w, self.work_size)
-            low = F.interpolate(hazy, size=size, mode="bilinear", align_corners=False, antialias=True)
         logits, bottleneck = self.backbone.forward_features(low)
-        t0 = torch.sigmoid(logits)
         if self.airlight_head is not None:
             a = self.airlight_head(bottleneck, a, torch.cat([est[m].flatten(1) for m in _HEAD_ESTIMATORS], 1))
+        return a, torch.sigmoid(logits)
+
+    def forward(self, hazy: Tensor) -> DehazeOutput:
+        size = self.working_size(*hazy.shape[-2:])
+        low = hazy
+        if size != tuple(hazy.shape[-2:]):
+            low = F.interpolate(hazy, size=size, mode="bilinear", align_corners=False, antialias=True)
+        a, t0 = self.coarse(hazy, low)
         guide_low = rgb_to_gray(low)
         if low is hazy:
             t = guided_filter(guide_low, t0, self.radius, self.eps)

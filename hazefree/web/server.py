@@ -2,7 +2,7 @@
 
 The page (plain HTML/JS/CSS in ``static/``, no build step) posts each photo as the raw request
 body to ``POST /api/dehaze?method=M&name=N``. The server runs exactly the command line's path for
-one file (:func:`hazefree.cli._dehaze_one`: :func:`hazefree.io.read_image` with its checks, the
+one file (:func:`hazefree.pipeline.dehaze_file`: :func:`hazefree.io.read_image` with its checks, the
 method, :func:`hazefree.io.write_image` keeping format, size, bit depth, gray and alpha), then
 answers with the haze density (:func:`hazefree.evaluation.haze_density`) of the input and of the
 written result, and links to 8-bit previews (before, after, transmission) and to the full-size
@@ -158,16 +158,17 @@ def dehaze_upload(folder: Path, name: str, method: str, dehazer, config: ServeCo
     Returns the JSON fields of the answer and, under ``"files"``, the files to serve by kind.
     Raises :class:`UploadError` with a one-line message naming the upload.
     """
-    from ..cli import _dehaze_one, _Job, _message
+    from ..cli import _message
+    from ..pipeline import FileOptions, Job, dehaze_file
     from ..evaluation import haze_density
     from ..io import ImageReadError, output_path_for, read_image, transmission_path_for, write_image
 
     source = folder / "in" / name
     output = output_path_for(source, source.parent, folder / "out", "_dehazed")
-    job = _Job(source, output, transmission_path_for(output))
+    job = Job(source, output, transmission_path_for(output))
     try:
         # The command line's own path for one file: same checks, same writing.
-        has_t = _dehaze_one(dehazer, job, config.max_pixels or None)
+        has_t = dehaze_file(dehazer, job, FileOptions(max_pixels=config.max_pixels or None)).has_transmission
         before, after = read_image(source, max_pixels=None), read_image(output, max_pixels=None)
     except ImageReadError as exc:
         raise UploadError(f"{name}: {exc.problem}") from None
