@@ -153,6 +153,9 @@ class TrainConfig:
     # Exponential moving average of the model's weights (BasicSR's ``ema_decay``), updated after
     # every step; validation and best.safetensors use the average. None = off.
     ema_decay: float | None = None
+    # DDU down-up factor S: the model runs at 1/S size inside hazefree.models.DownUp (crop >= S x
+    # the model's minimum size); None = full resolution
+    ddu: int | None = None
 
 
 # Per-model defaults, applied before the YAML file and the command line.
@@ -545,7 +548,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.model = models.create(cfg.model, **cfg.model_options)
+        self.model = models.create(cfg.model, **{"ddu": cfg.ddu, **cfg.model_options})
         if cfg.init:  # a checkpoint found by --resume replaces these weights below
             state, _ = load_weights(cfg.init)
             load_state_strict(self.model, state, cfg.init, cfg.init_new_modules)
@@ -763,6 +766,7 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set optim.lr=2e-4 (repeatable)")
+    p.add_argument("--ddu", type=int, metavar="S", help="wrap the model in the DDU down-up module: it runs at 1/S size")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--validate", metavar="WEIGHTS",
                    help="no training: score WEIGHTS on the config's validation split and print the metrics "
@@ -772,7 +776,7 @@ def add_train_parser(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
-    for key, value in (("steps", args.steps), ("out", args.out)):
+    for key, value in (("steps", args.steps), ("out", args.out), ("ddu", args.ddu)):
         if value is not None:
             overrides.append(f"{key}={value}")
     for key, value in (("data.paired", args.data), ("data.synthetic", args.synthetic)):
