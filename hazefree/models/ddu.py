@@ -87,7 +87,7 @@ class BilateralUpsampler(nn.Module):
 
     cell = 8  # low-resolution pixels per grid cell (three stride-2 convolutions)
 
-    def __init__(self, bins: int = 8, width: int = 32, guide_width: int = 16, band_pixels: int = 1 << 19) -> None:
+    def __init__(self, bins: int = 8, width: int = 32, guide_width: int = 16, band_pixels: int = 1 << 17) -> None:
         super().__init__()
         self.bins, self.band_pixels = bins, band_pixels
         self.grid_net = nn.Sequential(
@@ -112,29 +112,43 @@ class BilateralUpsampler(nn.Module):
         grid = self.grid(low, low_clear)
         params = dict(self.guide.named_parameters())
         correction = low_clear - _apply_grid(low, grid, self.guide, params)
-        base = _up(correction, image.shape[-2:])
-        rows = max(1, self.band_pixels // image.shape[-1])
-        h = image.shape[-2]
+        h, w = image.shape[-2:]
+        rows = max(1, self.band_pixels // w)
         if rows >= h:
-            return base + _apply_grid(image, grid, self.guide, params)
+            return _up(correction, (h, w)) + _apply_grid(image, grid, self.guide, params)
         recompute = torch.is_grad_enabled()
-        names = tuple(params)
+        names, values = tuple(params), tuple(params.values())
         bands = []
         for top in range(0, h, rows):
-            stop = min(top + rows, h)
-            args = (image[..., top:stop, :], grid, top, h, self.guide, names, *params.values())
             # the guidance parameters are passed explicitly, so a recomputation in the backward pass
             # uses the tensors of this forward pass (also under torch.func.functional_call)
-            t = checkpoint(_band, *args, use_reentrant=False) if recompute else _band(*args)
-            bands.append(base[..., top:stop, :] + t)
+            args = (image[..., top : top + rows, :], correction, grid, top, h, self.guide, names, *values)
+            bands.append(checkpoint(_band, *args, use_reentrant=False) if recompute else _band(*args))
         return torch.cat(bands, dim=-2)
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, cell={self.cell}, band_pixels={self.band_pixels}"
 
 
-def _band(image: Tensor, grid: Tensor, top: int, height: int, guide: nn.Module, names, *values) -> Tensor:
-    return _apply_grid(image, grid, guide, dict(zip(names, values)), top, height)
+def _pixel_xy(top: int, rows: int, height: int, width: int, like: Tensor) -> Tensor:
+    """rows x W x 2 normalised (x, y) of the pixel centres of rows ``top`` .. of a ``height``-row image.
+
+    With ``align_corners=False`` these are the coordinates bilinear resizing uses, so images of one
+    scene at any resolution address the same points of a grid.
+    """
+    ys = (torch.arange(top, top + rows, device=like.device, dtype=like.dtype) + 0.5) * (2.0 / height) - 1.0
+    xs = (torch.arange(width, device=like.device, dtype=like.dtype) + 0.5) * (2.0 / width) - 1.0
+    return torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), dim=-1)
+
+
+def _band(
+    image: Tensor, correction: Tensor, grid: Tensor, top: int, height: int, guide: nn.Module, names, *values
+) -> Tensor:
+    """Rows ``top`` .. of eq. (1): ``correction`` upsampled bilinearly there, plus T(I; g)."""
+    n, _, rows, width = image.shape
+    xy = _pixel_xy(top, rows, height, width, image).expand(n, rows, width, 2)
+    up = F.grid_sample(correction, xy, mode="bilinear", padding_mode="border", align_corners=False)
+    return up + _apply_grid(image, grid, guide, dict(zip(names, values)), top, height)
 
 
 def _apply_grid(
@@ -142,16 +156,13 @@ def _apply_grid(
 ) -> Tensor:
     """T(I; g): slice ``grid`` at every pixel of ``image`` (rows ``top`` .. of an image ``height`` tall).
 
-    Trilinear slicing: x and y come from the pixel's position (pixel centres, ``align_corners=False``,
-    so a low- and a full-resolution image of one scene slice the same grid consistently), z from
-    the guidance g_c of output channel c.
+    Trilinear slicing: x and y from the pixel's position (:func:`_pixel_xy`), z from the guidance
+    g_c of output channel c.
     """
     n, _, h, w = image.shape
     height = h if height is None else height
     gmap = torch.sigmoid(torch.func.functional_call(guide, params, (image,)))  # N x 3 x h x w
-    ys = (torch.arange(top, top + h, device=image.device, dtype=image.dtype) + 0.5) * (2.0 / height) - 1.0
-    xs = (torch.arange(w, device=image.device, dtype=image.dtype) + 0.5) * (2.0 / w) - 1.0
-    xy = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), dim=-1)  # h x w x 2 (x, y)
+    xy = _pixel_xy(top, h, height, w, image)
     z = gmap.reshape(n * 3, 1, h, w, 1) * 2.0 - 1.0
     coords = torch.cat([xy.expand(n * 3, 1, h, w, 2), z], dim=-1)  # (N*3) x 1 x h x w x 3
     _, _, four, bins, gh, gw = grid.shape
