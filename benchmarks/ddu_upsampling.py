@@ -14,7 +14,7 @@ Protocol (fixed before the first run):
   folder has seven. Scene-disjoint: NH-HAZE 52 and Dense-HAZE 53, one location, both train.
   The split is made with symbolic links in a temporary folder.
 * training: ``hazefree train aod-net --ddu 4`` (the real command line), once per upsampler, all
-  from the shipped AOD-Net weights (``init``), the same seed, steps, batches and crops: Adam
+  from the shipped AOD-Net weights (``init``), the same seeds, steps, batches and crops: Adam
   lr 1e-3, betas (0.9, 0.999), no gradient clipping (AOD-Net's SGD recipe barely moves a new
   layer in a few hundred steps), batch 4, 256 x 256 crops, per-sample MSE, threads 1.
 * evaluation: whole validation images at their native resolution (O-HAZE 256 x 256, NH-HAZE
@@ -23,8 +23,8 @@ Protocol (fixed before the first run):
   AOD-Net at full resolution, DDU before training (= bilinear upsampling), and the DDU run's own
   low-resolution AOD-Net with the two fixed upsamplers swapped in (the upsampler alone).
 
-Usage (about 10 CPU minutes with --steps 300):
-    nice -n 5 python benchmarks/ddu_upsampling.py [--steps 300] [--scale 4] [--seed 0]
+Usage (about 10 CPU minutes with the defaults, 300 steps x 3 upsamplers x 3 seeds):
+    nice -n 5 python benchmarks/ddu_upsampling.py [--steps 300] [--scale 4] [--seeds 0,1,2]
         [--data-root ../shared/data] [--work /tmp/ddu_upsampling] [--out docs/ddu_upsampling.md]
 """
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,50 +117,66 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2", help="one run per upsampler and seed")
     p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--work", type=Path, help="run folders (default: a temporary folder)")
     p.add_argument("--out", type=Path, help="also write the markdown report here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    seeds = [int(v) for v in args.seeds.split(",")]
     work = args.work or Path(tempfile.mkdtemp(prefix="ddu_upsampling_"))
     train_dirs, val = make_split(args.data_root / "train", work)
 
-    rows: list[tuple[str, dict, str]] = [("hazy input", score(None, val), "")]
-    shipped = models.load("aod-net")
-    rows.append(("AOD-Net (shipped weights) at full resolution, no DDU", score(shipped, val), ""))
-    start = models.load("aod-net", ddu=args.scale)
-    rows.append((f"DDU S={args.scale} before training (= bilinear)", score(start, val), ""))
-    trained = {}
+    # label -> one {image: (PSNR, SSIM)} per seed (a single one for rows without training), note
+    rows: dict[str, tuple[list[dict], str]] = {
+        "hazy input": ([score(None, val)], ""),
+        "AOD-Net (shipped weights) at full resolution, no DDU": ([score(models.load("aod-net"), val)], ""),
+        f"DDU S={args.scale} before training (= bilinear)": ([score(models.load("aod-net", ddu=args.scale), val)], ""),
+    }
+    swapped: dict[str, tuple[list[dict], str]] = {}
     for kind in UPSAMPLERS:
-        weights, seconds = train(kind, train_dirs, work / f"run_{kind}", args)
-        trained[kind] = models.load_file(weights)
-        rows.append((f"trained with **{kind}** upsampling", score(trained[kind], val),
-                     f"{seconds / args.steps:.2f} s/step"))
-    for kind in ("bilinear", "guided"):
-        rows.append((f"the bilateral run's AOD-Net, {kind} upsampling", score(with_upsampler(trained["bilateral"], kind), val), ""))
+        results, seconds = [], []
+        for seed in seeds:
+            args.seed = seed
+            weights, took = train(kind, train_dirs, work / f"run_{kind}_seed{seed}", args)
+            net = models.load_file(weights)
+            results.append(score(net, val))
+            seconds.append(took / args.steps)
+            if kind == "bilateral":  # the same low-resolution AOD-Net behind the fixed upsamplers
+                for other in ("bilinear", "guided"):
+                    label = f"the bilateral runs' AOD-Net, {other} upsampling"
+                    swapped.setdefault(label, ([], ""))[0].append(score(with_upsampler(net, other), val))
+        rows[f"trained with **{kind}** upsampling"] = (results, f"{statistics.mean(seconds):.2f} s/step")
+        print(kind, json.dumps(results), file=sys.stderr, flush=True)
 
+    rows.update(swapped)
     names = [f"{f}/{h.name}" for f, h, _ in val]
 
-    def mean(values):
-        return sum(values) / len(values)
+    def stats(per_seed: list[dict], metric: int) -> str:
+        means = [statistics.mean(r[n][metric] for n in names) for r in per_seed]
+        digits = 2 if metric == 0 else 3
+        if len(means) == 1:
+            return f"{means[0]:.{digits}f}"
+        return f"{statistics.mean(means):.{digits}f} ± {statistics.stdev(means):.{digits}f}"
 
-    header = "| | " + " | ".join(n.split("/")[0] + " " + Path(n).stem for n in names) + " | mean PSNR | mean SSIM | train time |"
+    header = ("| | " + " | ".join(n.split("/")[0] + " " + Path(n).stem for n in names)
+              + " | mean PSNR | mean SSIM | PSNR per seed | train time |")
     lines = [
-        f"AOD-Net inside DDU, S = {args.scale}, {args.steps} steps per run (seed {args.seed}); PSNR (dB) per "
-        f"validation image at native resolution, then means. {cpu_model()}, 1 thread, load average "
-        f"{load_average()} (a shared machine; times are indicative only).",
+        f"AOD-Net inside DDU, S = {args.scale}, {args.steps} steps per run, seeds {args.seeds}: PSNR (dB) per "
+        f"validation image at native resolution (mean over seeds), then the mean over the images as mean ± "
+        f"std over seeds. {cpu_model()}, 1 thread, load average {load_average()} (a shared machine; times "
+        f"are indicative only).",
         "",
         header,
-        "|---" * (len(names) + 4) + "|",
+        "|---" * (len(names) + 5) + "|",
     ]
-    for label, s, note in rows:
-        cells = " | ".join(f"{s[n][0]:.2f}" for n in names)
-        lines.append(f"| {label} | {cells} | {mean([s[n][0] for n in names]):.2f} | "
-                     f"{mean([s[n][1] for n in names]):.3f} | {note} |")
+    for label, (per_seed, note) in rows.items():
+        cells = " | ".join(f"{statistics.mean(r[n][0] for r in per_seed):.2f}" for n in names)
+        each = ", ".join(f"{statistics.mean(r[n][0] for n in names):.2f}" for r in per_seed) if len(per_seed) > 1 else ""
+        lines.append(f"| {label} | {cells} | {stats(per_seed, 0)} | {stats(per_seed, 1)} | {each} | {note} |")
     text = "\n".join(lines)
     print(text)
-    print(json.dumps({label: s for label, s, _ in rows}), file=sys.stderr)
+    print(json.dumps({label: v[0] for label, v in rows.items()}), file=sys.stderr)
     if args.out:
         args.out.write_text(text + "\n")
     return 0

@@ -8,7 +8,8 @@ that wrapper for every registry model:
 1. the hazy image I (H x W) is resized by 1/S (bilinear, antialiased) to I_s (h x w), and the
    wrapped model dehazes it: J_s = model(I_s);
 2. a small CNN reads [I_s, J_s] and predicts a bilateral grid of 3 x 4 affine colour transforms,
-   one cell per 8 x 8 low-resolution pixels and ``bins`` intensity bins (4KDehazing's grid);
+   one cell per 8 x 8 low-resolution pixels and ``bins`` intensity bins (4KDehazing's affine
+   bilateral grid, made fully convolutional);
 3. a pointwise network maps every full-resolution pixel to three guidance values g_c in [0, 1],
    one per output channel (the "multi-guided" part of 4KDehazing);
 4. the grid is sliced trilinearly (``F.grid_sample`` on the 5-D grid) at (x, y, g_c), giving for
@@ -19,7 +20,7 @@ The output is
     J = up(J_s - T(I_s; g_s)) + T(I; g)            (1)
 
 where up is bilinear upsampling to H x W and g_s the guidance of I_s. T(I; g) is the
-full-resolution, edge-aware part (HDRNet / 4KDehazing: J = T(I)); the first term adds back, at low
+full-resolution, edge-aware part (HDRNet, Gharbi et al. 2017: J = T(I)); the first term adds back, at low
 frequency, whatever the affine model misses at low resolution, so a grid that fits J_s exactly
 gives J = T(I), and a zero grid gives J = up(J_s). The grid's last convolution starts at zero,
 hence **at initialisation DDU returns the wrapped model's output upsampled bilinearly**, and adding
@@ -29,11 +30,13 @@ Deviations from Zheng et al. (stated in ``docs/ddu.md``):
 
 * the grid is predicted from the wrapped dehazer's low-resolution input *and output* (in 4KDehazing
   the grid network is the dehazer); the wrapped model is any registry model;
-* the correction term of eq. (1) replaces their direct J = T(I), which is what makes DDU start as
-  bilinear upsampling;
+* the transforms act on the full-resolution input, plus the correction term of eq. (1) (their code
+  applies them to an upsampled network output, then fuses by convolutions); eq. (1) is what makes
+  DDU start as bilinear upsampling;
 * the grid is fully convolutional (one cell per 8 x 8 low-resolution pixels) instead of a fixed
   16 x 16 grid on a fixed-size thumbnail, so training crops and whole photos see cells of the same
-  size; no normalisation layers (no hidden state: ``torch.func.functional_call`` works).
+  size; one pointwise guidance network instead of three with BatchNorm (no hidden state:
+  ``torch.func.functional_call`` works).
 
 Memory: the full-resolution part is pointwise per pixel, so it runs in bands of at most
 ``band_pixels`` pixels; with gradients enabled each band is recomputed in the backward pass
@@ -76,7 +79,7 @@ class BilateralUpsampler(nn.Module):
     """Learned edge-aware upsampling by a sliced bilateral grid of affine transforms, eq. (1).
 
     Args:
-        bins: intensity bins of the grid (4KDehazing and HDRNet: 8).
+        bins: intensity bins of the grid (HDRNet: 8; 4KDehazing's public code: 16).
         width: feature width of the grid network.
         guide_width: hidden width of the pointwise guidance network.
         band_pixels: the full-resolution part runs in row bands of at most this many pixels.
