@@ -8,6 +8,10 @@ Example:
     >>> net = models.load("guided-pix2pix")            # with the weights shipped in the package
     >>> out = net.eval()(torch.rand(1, 3, 64, 64)); out.clear.shape
     torch.Size([1, 3, 64, 64])
+    >>> net = models.create("aod-net", ddu=4)         # any model inside the DDU down-up wrapper
+
+The ``ddu`` option (and ``ddu_upsampler``) of :func:`create`, :func:`load` and :func:`load_file`
+wraps the model in :class:`DownUp` (see :mod:`hazefree.models.ddu`); weights files record it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import nn
 from . import weights as _weights
 from .aod_net import AODNet
 from .dcp import DarkChannelPrior
+from .ddu import DownUp
 from .dehazenet import DehazeNet
 from .ffa_net import FFANet
 from .griddehazenet import GridDehazeNet
@@ -34,6 +39,7 @@ from .weights import CheckpointError, load_weights, save_weights
 __all__ = [
     "DehazeOutput",
     "DarkChannelPrior",
+    "DownUp",
     "GuidedPix2Pix",
     "PatchDiscriminator",
     "UNetGenerator",
@@ -110,11 +116,30 @@ def available(pattern: str | None = None) -> list[str]:
 def create(name: str, pretrained: bool = False, **options: Any) -> nn.Module:
     """Build model ``name`` with its preset defaults, overridden by ``options`` (None = default).
 
+    ``ddu=S`` (an int >= 2) wraps the model in the DDU down-up module (:class:`DownUp`): it runs
+    at 1/S of the size and a learned bilateral-grid upsampler restores full resolution;
+    ``ddu_upsampler`` picks ``"bilateral"`` (default), ``"bilinear"`` or ``"guided"``.
     With ``pretrained=True`` the weights shipped in the package are loaded (see :func:`load`).
     """
     if pretrained:
         return load(name, **options)
-    return MODELS.build(name, **options)
+    return _build(name, options)
+
+
+def _build(name: str, options: dict[str, Any]) -> nn.Module:
+    """The registry model, wrapped in :class:`DownUp` when ``options`` has a ``ddu`` factor."""
+    options = dict(options)
+    scale, upsampler = options.pop("ddu", None), options.pop("ddu_upsampler", None)
+    net = MODELS.build(name, **options)
+    if scale is None:
+        if upsampler is not None:
+            raise ValueError(f"ddu_upsampler={upsampler!r} needs a ddu factor")
+        return net
+    return DownUp(net, scale, upsampler or "bilateral")
+
+
+def _inner(net: nn.Module) -> nn.Module:
+    return net.model if isinstance(net, DownUp) else net
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -148,8 +173,9 @@ def load(name: str, **options: Any) -> nn.Module:
     path = _weights.shipped_path(name)
     if path.is_file():
         return load_file(path, **options)
-    model = MODELS.build(name, **options)
-    if count_parameters(model) == 0:
+    model = _build(name, options)
+    # a parameter-free model needs no weights; around it, DDU starts as bilinear upsampling
+    if count_parameters(_inner(model)) == 0:
         return model.eval()
     shipped = [n for n in available() if _weights.shipped_path(n).is_file()]
     raise FileNotFoundError(
@@ -162,7 +188,8 @@ def load_file(path: str | Path, *, model: str | None = None, **options: Any) -> 
     """Model from a weights file written by :func:`save_weights` or by ``hazefree train``.
 
     The file records the model name and its options; ``options`` override inference settings.
-    ``model`` names the architecture for a file without that record (a plain safetensors state
+    A file written from a :class:`DownUp`-wrapped model rebuilds the wrapper; ``ddu=S`` wraps a
+    plain model's weights (the upsampler starts as bilinear upsampling). ``model`` names the architecture for a file without that record (a plain safetensors state
     dict); for a file with one, the two must agree.
     """
     state, meta = load_weights(path)
@@ -172,6 +199,6 @@ def load_file(path: str | Path, *, model: str | None = None, **options: Any) -> 
     if model is not None and name != model:
         raise CheckpointError(f"{path}: holds weights for {name!r}, not {model!r}")
     recorded = json.loads(meta.get("options", "{}"))
-    net = MODELS.build(name, **{**recorded, **options})
+    net = _build(name, {**recorded, **options})
     _weights.load_state_strict(net, state, path)
     return net.eval()

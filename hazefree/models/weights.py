@@ -20,6 +20,7 @@ from torch import nn
 from ..io import (
     atomic_write,  # the helper lives in hazefree.io; kept importable from here
 )
+from .ddu import DownUp, wrapper_options
 
 __all__ = ["CheckpointError", "save_weights", "load_weights", "load_state_strict", "shipped_path"]
 
@@ -42,8 +43,14 @@ def save_weights(
     options: Mapping[str, Any] | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> None:
-    """Write a state dict as safetensors (atomically), with the model name and options as metadata."""
+    """Write a state dict as safetensors (atomically), with the model name and options as metadata.
+
+    A :class:`~hazefree.models.ddu.DownUp` model records its ``ddu*`` options with the others, so
+    :func:`hazefree.models.load_file` rebuilds the wrapper.
+    """
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    if model_name is not None and isinstance(model_or_state, nn.Module):
+        options = {**(options or {}), **wrapper_options(model_or_state)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     meta = {"format": "hazefree"}
     if model_name is not None:
@@ -88,8 +95,13 @@ def load_state_strict(
     """Load ``state`` into ``model``; on any missing, unexpected or mis-shaped key raise a clear error.
 
     Parameters of the modules named in ``new_modules`` (e.g. a head added on top of trained
-    weights) may be absent from ``state``; they keep their current values.
+    weights) may be absent from ``state``; they keep their current values. Into a
+    :class:`~hazefree.models.ddu.DownUp` model, the weights of a plain model go to the wrapped
+    model, and the upsampler keeps its initialisation (bilinear upsampling).
     """
+    if isinstance(model, DownUp) and not any(k.startswith("model.") for k in state):
+        inner_new = [m.removeprefix("model.") for m in new_modules if m.startswith("model.")]
+        return load_state_strict(model.model, state, source, inner_new)
     own = model.state_dict()
     keys_of = {m: {k for k in own if k.startswith(f"{m}.")} for m in new_modules}
     fresh = set().union(*keys_of.values())

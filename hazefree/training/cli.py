@@ -30,6 +30,7 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set optim.lr=2e-4 (repeatable)")
+    p.add_argument("--ddu", type=int, metavar="S", help="wrap the model in the DDU down-up module: it runs at 1/S size")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--validate", metavar="WEIGHTS",
                    help="no training: score WEIGHTS on the config's validation split and print the metrics "
@@ -39,7 +40,7 @@ def add_train_parser(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
-    for key, value in (("steps", args.steps), ("out", args.out)):
+    for key, value in (("steps", args.steps), ("out", args.out), ("ddu", args.ddu)):
         if value is not None:
             overrides.append(f"{key}={value}")
     for key, value in (("data.paired", args.data), ("data.synthetic", args.synthetic)):

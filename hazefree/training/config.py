@@ -104,6 +104,9 @@ class TrainConfig:
     # Exponential moving average of the model's weights (BasicSR's ``ema_decay``), updated after
     # every step; validation and best.safetensors use the average. None = off.
     ema_decay: float | None = None
+    # DDU down-up factor S: the model runs at 1/S size inside hazefree.models.DownUp (crop >= S x
+    # the model's minimum size); None = full resolution
+    ddu: int | None = None
 
 
 # Per-model defaults, applied before the YAML file and the command line.

@@ -43,7 +43,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.model = models.create(cfg.model, **cfg.model_options)
+        self.model = models.create(cfg.model, **{"ddu": cfg.ddu, **cfg.model_options})
         if cfg.init:  # a checkpoint found by --resume replaces these weights below
             state, _ = load_weights(cfg.init)
             load_state_strict(self.model, state, cfg.init, cfg.init_new_modules)
