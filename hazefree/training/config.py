@@ -74,6 +74,28 @@ class OptimConfig:
 
 
 @dataclass
+class BildConfig:
+    """Bi-level patch reweighting (BILD, Jiang et al. ECCV 2022; see :mod:`hazefree.training.bild`).
+
+    ``alpha`` weighs the entropy of the weights against the validation signal, which is normalised
+    per batch (its standard deviation over the patches is 1), so one value serves every model:
+    ``alpha`` large keeps the weights uniform (plain training), 0 lets them collapse.
+    """
+
+    enabled: bool = False
+    alpha: float = 0.1
+    # "pair": the network sees hazy and clear patch (6 channels); "hazy": the hazy patch only,
+    # which cannot see a corruption that lives in the target (see docs/bild.md)
+    input: str = "pair"
+    width: int = 16  # channels of the first block (doubled per block)
+    lr: float = 1e-3  # Adam learning rate of the reweighting network (constant)
+    # a separate folder of trusted pairs for the outer objective; None = the run's validation split
+    val_data: str | None = None
+    val_batch: int | None = None  # validation crops per step; None = batch_size
+    weights_every: int | None = None  # patch_weights.csv rows every N steps; None = log_every
+
+
+@dataclass
 class TrainConfig:
     """Everything a run needs; saved as ``config.yaml`` in the run folder."""
 
@@ -104,6 +126,7 @@ class TrainConfig:
     # Exponential moving average of the model's weights (BasicSR's ``ema_decay``), updated after
     # every step; validation and best.safetensors use the average. None = off.
     ema_decay: float | None = None
+    bild: BildConfig = field(default_factory=BildConfig)
 
 
 # Per-model defaults, applied before the YAML file and the command line.
