@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> dict:
     val_bank = PairBank(find_pairs(out / "data" / "val").pairs)
     result: dict = {"model": args.model, "steps": args.steps, "seed": args.seed, "corruption": args.corruption,
                     "source": args.source, "alpha": args.alpha, "input": args.input}
-    for name, extra in runs.items():
+    for name in args.runs:
+        extra = runs[name]
         cfg = load_config(model=args.model, overrides=common + extra + [f"out={json.dumps(str(out / name))}"])
         tr = Trainer(cfg, progress=False)
         tr.fit()
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", default="pair", choices=["pair", "hazy"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", nargs="+", default=["plain", "bild", "plain_clean_only"],
+                   choices=["plain", "bild", "plain_clean_only"], help="which of the three trainings to run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     p.add_argument("--out", default="runs/bild-noisy")
     args = p.parse_args(argv)
