@@ -65,14 +65,29 @@ def _scores(weights: Path, model: str) -> list[tuple[str, float, float]]:
     return out
 
 
+def _scored_step(args) -> int:
+    """The last step, or (docs/bild.md's fallback) the largest checkpoint step every run reached."""
+    reached = None
+    for method in METHODS:
+        for seed in args.seeds:
+            out = Path(_cfg(args.config, method, seed).out) / "checkpoints"
+            steps = {int(p.name[5:]) for p in out.glob("step_*") if (p / "state.pt").is_file()}
+            reached = steps if reached is None else reached & steps
+    if not reached:
+        raise ValueError(f"{args.config}: no checkpoint step common to all runs")
+    return max(reached)
+
+
 def evaluate(args) -> dict:
     base = load_config(args.config)
-    result: dict = {"model": base.model, "steps": base.steps, "eval_sets": list(EVAL_SETS), "runs": {}}
+    step = _scored_step(args)
+    result: dict = {"model": base.model, "steps": base.steps, "scored_step": step, "eval_sets": list(EVAL_SETS),
+                    "runs": {}}
     for method in METHODS:
         per_seed = {}
         for seed in args.seeds:
             cfg = _cfg(args.config, method, seed)
-            weights = Path(cfg.out) / "checkpoints" / f"step_{cfg.steps:07d}" / "model.safetensors"
+            weights = Path(cfg.out) / "checkpoints" / f"step_{step:07d}" / "model.safetensors"
             scores = _scores(weights, base.model)
             per_seed[seed] = {"psnr": statistics.fmean(s[1] for s in scores),
                               "ssim": statistics.fmean(s[2] for s in scores), "images": len(scores)}
@@ -147,8 +162,9 @@ def figures(args) -> None:
         base = load_config(config)
         for method, colour in zip(METHODS, ("tab:blue", "tab:red")):
             curves = [_val_curve(Path(_cfg(config, method, s).out)) for s in args.seeds]
-            steps = [s for s, _ in curves[0]]
-            values = np.array([[v for _, v in c][: len(steps)] for c in curves])
+            n = min(len(c) for c in curves)  # the steps every seed reached
+            steps = [s for s, _ in curves[0][:n]]
+            values = np.array([[v for _, v in c[:n]] for c in curves])
             mean, std = values.mean(0), values.std(0)
             ax.plot(steps, mean, color=colour, label=f"{method} (mean of {len(curves)} seeds)")
             ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2)

@@ -79,11 +79,14 @@ class BildConfig:
 
     ``alpha`` weighs the entropy of the weights against the validation signal, which is normalised
     per batch (its standard deviation over the patches is 1), so one value serves every model:
-    ``alpha`` large keeps the weights uniform (plain training), 0 lets them collapse.
+    at the batch's optimum log w_i = const - R_i^data / alpha, i.e. the log-weights spread with a
+    standard deviation of 1 / alpha. The default 1 keeps the effective sample size near N / e;
+    0.1 let the weights collapse to one patch per batch on real data; large alpha keeps them
+    uniform (plain training).
     """
 
     enabled: bool = False
-    alpha: float = 0.1
+    alpha: float = 1.0
     # "pair": the network sees hazy and clear patch (6 channels); "hazy": the hazy patch only,
     # which cannot see a corruption that lives in the target (see docs/bild.md)
     input: str = "pair"
