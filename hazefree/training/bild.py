@@ -29,6 +29,10 @@ fixed alpha either freezes the weights or lets them collapse; normalised, the da
 spread in every batch and ``alpha`` is its exchange rate with the entropy. Adding a constant to
 all R_i changes nothing (sum_i grad_phi w_i = 0), so centring is implicit.
 
+With Adam on phi (steps of about its learning rate whatever the gradient's size) a very large
+alpha keeps the weights within one such step of uniform: the entropy gradient vanishes at
+uniform weights, so the first step follows the data part, and every later one is pulled back.
+
 Adam: the virtual step is a plain gradient step of size eta; Adam's preconditioning (and SGD's
 momentum and weight decay, and clipping) are left out of it, as in Ren et al. 2018 and
 Meta-Weight-Net. For small eta, R_i / s tends to -g_v(theta_{t-1})^T g_i / std(.), which does
@@ -132,8 +136,7 @@ class Bild:
 
     def _virtual_val_loss(self, batch: dict[str, Tensor], val: dict[str, Tensor], w: Tensor, eta: float) -> Tensor:
         """J_v(D_v; theta_t) with theta_t = theta_{t-1} - eta grad sum_i w_i l_i, differentiable in w."""
-        names = [k for k, p in self.model.named_parameters() if p.requires_grad]
-        theta = {k: p.detach().requires_grad_() for k, p in self.model.named_parameters() if k in names}
+        theta = {k: p.detach().requires_grad_() for k, p in self.model.named_parameters() if p.requires_grad}
         inner = self.objective.inner_loss(functional_call(self.model, theta, (batch["hazy"],)).clear, batch["clear"])
         grads = torch.autograd.grad((w * inner).sum(), list(theta.values()), create_graph=True,
                                     allow_unused=True, materialize_grads=True)
