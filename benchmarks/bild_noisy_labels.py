@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> dict:
     common = [f"steps={args.steps}", f"seed={args.seed}", f"data.crop={args.crop}", f"batch_size={args.batch}",
               "data.val_fraction=0", "data.scale_range=[1.0, 1.0]", f"val_every={args.steps}",
               f"checkpoint_every={args.steps}", "log_every=1", f"threads={args.threads}",
+              # Adam as in configs/aod-net.yaml: the paper's SGD barely moves AOD-Net in a few hundred steps
+              "optim.name=adam", "optim.betas=[0.9, 0.999]", "optim.schedule=constant",
               f"optim.lr={args.lr}"] + list(args.set)
     runs = {
         "plain": [f"data.paired=[{json.dumps(str(out / 'data' / 'train'))}]"],
