@@ -8,7 +8,7 @@
     python benchmarks/bild_real.py cost --config configs/bild/aod-net-claim.yaml
     # Fig.-5 (validation PSNR vs step) and Fig.-6 (one batch's patches with their weights)
     python benchmarks/bild_real.py figures --config configs/bild/aod-net-claim.yaml \\
-        --config2 configs/bild/griddehazenet-claim.yaml --docs docs
+        --config2 configs/bild/griddehazenet-claim.yaml --docs docs/bild
 
 Runs go to ``<config out>/{plain,bild}-seed<k>``. The evaluation pairs are
 ../shared/data/{sots_indoor,sots_outdoor} at full resolution (never a training image): the decision
@@ -171,8 +171,8 @@ def figures(args) -> None:
         ax.set(title=f"{base.model}, {base.data.crop} px crops", xlabel="step", ylabel="validation PSNR (dB)")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(docs / "bild_val_psnr.png", dpi=110)
-    _patch_figure(args.config, args.seeds[0], docs / "bild_patch_weights.png")
+    fig.savefig(docs / "val_psnr.png", dpi=110)
+    _patch_figure(args.config, args.seeds[0], docs / "patch_weights.png")
 
 
 def _patch_figure(config: str, seed: int, path: Path) -> None:
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config2", help="figures: a second model's config for the Fig.-5 plot")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--repeats", type=int, default=6, help="cost: steps timed per method")
-    p.add_argument("--docs", default="docs")
+    p.add_argument("--docs", default="docs/bild")
     args = p.parse_args(argv)
     torch.set_num_threads(load_config(args.config).threads or 1)
     {"train": train, "evaluate": evaluate, "cost": cost, "figures": figures}[args.what](args)
