@@ -305,6 +305,8 @@ class PairBank:
         rerender_new_airlight: float = 0.0,
     ) -> None:
         self.names: list[str] = []
+        self.files: list[str] = []  # the file each image comes from (the hazy file; the clear one for depth renders)
+        self.sizes: list[tuple[int, int]] = []  # (H, W) of that file, before the ``max_side`` reduction
         self.sources: list[str] = []  # the dataset folder of each pair ("synthetic" for depth renders)
         self.rerendered: list[bool] = []  # a re-rendered haze level, not an image of the benchmark
         self.hazy: list[Tensor] = []
@@ -316,7 +318,7 @@ class PairBank:
             h, c = load_pair(p)
             folder = p.hazy.parent  # the dataset: its root, above a hazy/ sub-folder
             source = str(folder.parent if folder.name.lower() in HAZY_DIRS else folder)
-            self._add(p.name, h, c, max_side, source)
+            self._add(p.name, h, c, max_side, source, file=p.hazy)
             if rerender_per_pair <= 0:
                 continue
             a, t, fit_db = fit_haze_model(h, c)
@@ -330,7 +332,8 @@ class PairBank:
                     u = torch.rand(5, generator=regen)
                     if u[0].item() < rerender_new_airlight:
                         a_k = _draw_airlight(u[1:], airlight_range).view(1, 3, 1, 1)
-                self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a_k), c, max_side, source, rerendered=True)
+                self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a_k), c, max_side, source, rerendered=True,
+                          file=p.hazy)
         gen = torch.Generator().manual_seed(seed)
         for s in depth_samples:
             clear = read_image(s.clear).rgb
@@ -339,13 +342,16 @@ class PairBank:
                 u = torch.rand(5, generator=gen)
                 beta = beta_range[0] + (beta_range[1] - beta_range[0]) * u[0].item()
                 hazy, _ = synthesize_haze(clear, depth, beta, _draw_airlight(u[1:5], airlight_range))
-                self._add(f"{s.clear.stem}_syn{k}", hazy, clear, max_side, "synthetic")
+                self._add(f"{s.clear.stem}_syn{k}", hazy, clear, max_side, "synthetic", file=s.clear)
         if not self.names:
             raise ValueError("no training images: give at least one dataset folder")
 
     def _add(
-        self, name: str, hazy: Tensor, clear: Tensor, max_side: int | None, source: str, rerendered: bool = False
+        self, name: str, hazy: Tensor, clear: Tensor, max_side: int | None, source: str, rerendered: bool = False,
+        file: Path | None = None,
     ) -> None:
+        self.files.append(str(file) if file is not None else name)
+        self.sizes.append((int(hazy.shape[-2]), int(hazy.shape[-1])))
         if max_side is not None and max(hazy.shape[-2:]) > max_side:
             s = max_side / max(hazy.shape[-2:])
             size = (round(hazy.shape[-2] * s), round(hazy.shape[-1] * s))
@@ -432,7 +438,9 @@ class CropSampler:
     """Deterministic random crops: batch ``step`` depends only on (seed, step, rank).
 
     That makes a resumed run draw exactly the batches of an uninterrupted one, with no sampler
-    state to save, and gives each DDP rank its own data.
+    state to save, and gives each DDP rank its own data. Besides ``hazy`` and ``clear`` a batch
+    holds each crop's bank ``index`` (N) and its ``box`` (N x 4: y, x, h, w, rounded) in the
+    coordinates of the source file, i.e. before the bank's ``max_side`` reduction and the scaling.
 
     Augmentation: random scale in ``scale_range`` (images smaller than the crop are enlarged to fit),
     horizontal flip, random crop of ``crop`` x ``crop``. With ``balance_sources`` each sample first
@@ -481,7 +489,7 @@ class CropSampler:
 
     def batch(self, step: int, rank: int = 0) -> dict[str, Tensor]:
         gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1009 + rank) % 2**63)
-        hazy, clear = [], []
+        hazy, clear, index, box = [], [], [], []
         for _ in range(self.batch_size):
             group = self.groups[0]
             if self.weights is not None:
@@ -489,12 +497,18 @@ class CropSampler:
             elif len(self.groups) > 1:  # only then an extra draw: unbalanced runs keep their batches
                 group = self.groups[int(torch.randint(len(self.groups), (1,), generator=gen))]
             i = group[int(torch.randint(len(group), (1,), generator=gen))]
-            h, c = self._crop(_to_float(self.bank.hazy[i]), _to_float(self.bank.clear[i]), gen)
+            h, c, b = self._crop(_to_float(self.bank.hazy[i]), _to_float(self.bank.clear[i]), gen)
             hazy.append(h)
             clear.append(c)
-        return {"hazy": torch.cat(hazy), "clear": torch.cat(clear)}
+            # the box back in the source file's pixels: the crop's scale, then the max_side reduction
+            (h0, w0), (hs, ws) = self.bank.sizes[i], b[4:]
+            box.append([round(b[0] * h0 / hs), round(b[1] * w0 / ws), round(b[2] * h0 / hs), round(b[3] * w0 / ws)])
+            index.append(i)
+        return {"hazy": torch.cat(hazy), "clear": torch.cat(clear),
+                "index": torch.tensor(index), "box": torch.tensor(box)}
 
-    def _crop(self, hazy: Tensor, clear: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    def _crop(self, hazy: Tensor, clear: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+        """The crop pair and (top, left, crop, crop, H, W) in the scaled image of size H x W."""
         u = torch.rand(4, generator=gen).tolist()
         lo, hi = self.scale_range
         s = lo + (hi - lo) * u[0]
@@ -517,4 +531,4 @@ class CropSampler:
         if self.channel_shuffle:  # drawn only when enabled: other configs keep their batches
             perm = torch.randperm(3, generator=gen)
             hazy, clear = hazy[:, perm], clear[:, perm]
-        return hazy, clear
+        return hazy, clear, (top, left, self.crop, self.crop, h, w)

@@ -253,6 +253,25 @@ class TestSampler:
         with pytest.raises(ValueError, match="positive sum"):
             CropSampler(bank, range(10), crop=8, batch_size=2, source_weights={"big": 0, "small": 0})
 
+    def test_crop_boxes_in_source_coordinates(self, tmp_path):
+        """Each crop's index and box (y, x, h, w) locate it in the source file: exactly at scale 1,
+        and through the max_side reduction (2x here) and a random scale up to resampling."""
+        bank = self._bank(tmp_path, n=2, size=(60, 40))
+        s = CropSampler(bank, [0, 1], crop=16, batch_size=6, seed=2)
+        small = PairBank(find_pairs(tmp_path).pairs, max_side=30)
+        scaled = CropSampler(small, [0, 1], crop=8, batch_size=6, seed=2, scale_range=(0.6, 1.0))
+        assert small.sizes == [(40, 60), (40, 60)] and small.files == [str(tmp_path / "hazy" / f"{i}.png") for i in (0, 1)]
+        for sampler, atol in ((s, 0.0), (scaled, 0.12)):
+            b = sampler.batch(3)
+            assert b["index"].shape == (6,) and b["box"].shape == (6, 4)
+            for crop, i, (y, x, h, w) in zip(b["hazy"], b["index"].tolist(), b["box"].tolist()):
+                source = torch.from_numpy(np.array(Image.open(bank.files[i]))).permute(2, 0, 1).float() / 255
+                assert 0 <= y and y + h <= 40 and 0 <= x and x + w <= 60
+                cut = torch.nn.functional.interpolate(source[None, :, y : y + h, x : x + w], size=crop.shape[-2:],
+                                                      mode="area")[0]
+                err = min((cut - crop).abs().mean(), (cut.flip(-1) - crop).abs().mean())  # a crop may be flipped
+                assert err <= atol + 1e-6, err
+
     def test_small_images_are_enlarged(self, tmp_path):
         bank = self._bank(tmp_path, n=1, size=(12, 10))
         b = CropSampler(bank, [0], crop=32, batch_size=2).batch(0)

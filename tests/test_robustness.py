@@ -133,27 +133,31 @@ def _tiny_dataset(root: Path) -> Path:
     return root
 
 
-def _train_cmd(data: Path, out: Path, steps: int, resume: bool = False) -> list[str]:
+def _train_cmd(data: Path, out: Path, steps: int, resume: bool = False, extra: tuple[str, ...] = ()) -> list[str]:
     cmd = [sys.executable, "-m", "hazefree", "train", "guided-pix2pix", "--data", str(data),
            "--steps", str(steps), "--out", str(out), "--no-progress",
            "--set", f"model_options={json.dumps(TINY)}", "--set", "ndf=4", "--set", "data.crop=32",
            "--set", "batch_size=2", "--set", "val_every=1000", "--set", "checkpoint_every=5",
            "--set", "threads=1", "--set", "keep_checkpoints=100"]
-    return cmd + (["--resume"] if resume else [])
+    return cmd + list(extra) + (["--resume"] if resume else [])
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_reaches_the_same_weights(tmp_path):
+@pytest.mark.parametrize("bild", [False, True], ids=["plain", "bild"])
+def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, bild):
     """Kill a training process at a random moment; --resume loses at most the steps since the
-    last checkpoint and ends with exactly the weights of an uninterrupted run."""
+    last checkpoint and ends with exactly the weights of an uninterrupted run (with --bild: also
+    the reweighting network's, and the same patch_weights.csv)."""
     data = _tiny_dataset(tmp_path / "data")
+    extra = ("--bild", "--val-fraction", "0.25") if bild else ()
+    networks = ["generator", "discriminator"] + (["reweighter"] if bild else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     steps = 40
     ref = tmp_path / "ref"
-    subprocess.run(_train_cmd(data, ref, steps), check=True, env=env, capture_output=True, timeout=300)
+    subprocess.run(_train_cmd(data, ref, steps, extra=extra), check=True, env=env, capture_output=True, timeout=300)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(data, run, steps), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_train_cmd(data, run, steps, extra=extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list((run / "checkpoints").glob("step_0000010")):
         time.sleep(0.05)
@@ -162,13 +166,16 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path):
     ckpts = sorted((run / "checkpoints").glob("step_*"))
     assert ckpts, "the run was killed before its first checkpoint"
     for c in ckpts:  # every checkpoint on disk is complete
-        assert {p.name for p in c.iterdir()} == {"generator.safetensors", "discriminator.safetensors", "state.pt"}
-    subprocess.run(_train_cmd(data, run, steps, resume=True), check=True, env=env, capture_output=True, timeout=300)
+        assert {p.name for p in c.iterdir()} == {f"{n}.safetensors" for n in networks} | {"state.pt"}
+    subprocess.run(_train_cmd(data, run, steps, resume=True, extra=extra), check=True, env=env, capture_output=True, timeout=300)
     final = f"step_{steps:07d}"
-    a = load_weights(ref / "checkpoints" / final / "generator.safetensors")[0]
-    b = load_weights(run / "checkpoints" / final / "generator.safetensors")[0]
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    for name in networks:
+        a = load_weights(ref / "checkpoints" / final / f"{name}.safetensors")[0]
+        b = load_weights(run / "checkpoints" / final / f"{name}.safetensors")[0]
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k}"
+    if bild:
+        assert (run / "patch_weights.csv").read_text() == (ref / "patch_weights.csv").read_text()
 
 
 def test_large_image_at_working_resolution():

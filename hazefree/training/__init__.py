@@ -11,14 +11,17 @@
   validation PSNR, an optional exponential moving average of the weights (``ema_decay``; then
   validation and ``best.safetensors`` use the average), tqdm and TensorBoard, and
   DistributedDataParallel under ``torchrun``.
+* :mod:`hazefree.training.bild` wraps any objective in BILD's bi-level patch reweighting
+  (``--bild``, the config's ``bild:`` section).
 
 Determinism: batch ``k`` depends only on (seed, k, rank) (see :class:`hazefree.data.CropSampler`)
 and the global torch RNG (dropout) is checkpointed, so on CPU a resumed run reproduces an
 uninterrupted one.
 """
 
+from .bild import Bild, PatchReweighter
 from .cli import add_train_parser, run_train
-from .config import MODEL_DEFAULTS, DataConfig, OptimConfig, TrainConfig, apply_overrides, config_to_dict, load_config
+from .config import MODEL_DEFAULTS, BildConfig, DataConfig, OptimConfig, TrainConfig, apply_overrides, config_to_dict, load_config
 from .objectives import (
     Objective,
     Pix2PixObjective,
@@ -51,4 +54,7 @@ __all__ = [
     "Objective",
     "make_optimizer",
     "make_scheduler",
+    "BildConfig",
+    "Bild",
+    "PatchReweighter",
 ]

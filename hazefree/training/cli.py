@@ -32,6 +32,15 @@ def add_train_parser(subparsers) -> None:
                    help="override any config value, e.g. --set optim.lr=2e-4 (repeatable)")
     p.add_argument("--ddu", type=int, metavar="S", help="wrap the model in the DDU down-up module: it runs at 1/S size")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b = p.add_argument_group("BILD", "bi-level patch reweighting (docs/bild.md); also the config's bild: section")
+    b.add_argument("--bild", action="store_true", help="train with BILD's patch reweighting")
+    b.add_argument("--bild-alpha", type=float, metavar="A",
+                   help="entropy weight against the per-batch normalised validation signal (bild.alpha)")
+    held_out = b.add_mutually_exclusive_group()
+    held_out.add_argument("--val-fraction", type=float, metavar="F",
+                          help="fraction of the training scenes held out for validation (data.val_fraction)")
+    held_out.add_argument("--val-data", metavar="DIR",
+                          help="a folder of trusted pairs for BILD's outer objective (bild.val_data)")
     p.add_argument("--validate", metavar="WEIGHTS",
                    help="no training: score WEIGHTS on the config's validation split and print the metrics "
                         "(model options: the config's, else those recorded in WEIGHTS)")
@@ -40,10 +49,13 @@ def add_train_parser(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
-    for key, value in (("steps", args.steps), ("out", args.out), ("ddu", args.ddu)):
+    if args.bild:
+        overrides.append("bild.enabled=true")
+    for key, value in (("steps", args.steps), ("out", args.out), ("bild.alpha", args.bild_alpha),
+                       ("data.val_fraction", args.val_fraction), ("ddu", args.ddu)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    for key, value in (("data.paired", args.data), ("data.synthetic", args.synthetic)):
+    for key, value in (("data.paired", args.data), ("data.synthetic", args.synthetic), ("bild.val_data", args.val_data)):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
     if args.model not in models.MODELS:

@@ -74,6 +74,31 @@ class OptimConfig:
 
 
 @dataclass
+class BildConfig:
+    """Bi-level patch reweighting (BILD, Jiang et al. ECCV 2022; see :mod:`hazefree.training.bild`).
+
+    ``alpha`` weighs the entropy of the weights against the validation signal, which is normalised
+    per batch (its standard deviation over the patches is 1), so one value serves every model:
+    at the batch's optimum log w_i = const - R_i^data / alpha, i.e. the log-weights spread with a
+    standard deviation of 1 / alpha. The default 1 keeps the effective sample size near N / e;
+    0.1 let the weights collapse to one patch per batch on real data; large alpha keeps them
+    uniform (plain training).
+    """
+
+    enabled: bool = False
+    alpha: float = 1.0
+    # "pair": the network sees hazy and clear patch (6 channels); "hazy": the hazy patch only,
+    # which cannot see a corruption that lives in the target (see docs/bild.md)
+    input: str = "pair"
+    width: int = 16  # channels of the first block (doubled per block)
+    lr: float = 1e-3  # Adam learning rate of the reweighting network (constant)
+    # a separate folder of trusted pairs for the outer objective; None = the run's validation split
+    val_data: str | None = None
+    val_batch: int | None = None  # validation crops per step; None = batch_size
+    weights_every: int | None = None  # patch_weights.csv rows every N steps; None = log_every
+
+
+@dataclass
 class TrainConfig:
     """Everything a run needs; saved as ``config.yaml`` in the run folder."""
 
@@ -107,6 +132,7 @@ class TrainConfig:
     # DDU down-up factor S: the model runs at 1/S size inside hazefree.models.DownUp (crop >= S x
     # the model's minimum size); None = full resolution
     ddu: int | None = None
+    bild: BildConfig = field(default_factory=BildConfig)
 
 
 # Per-model defaults, applied before the YAML file and the command line.

@@ -32,9 +32,11 @@ class Objective(Protocol):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
 
-    def step(self, batch: dict[str, Tensor]) -> dict[str, float]: ...
+    def step(self, batch: dict[str, Tensor], weights: Tensor | None = None) -> dict[str, float]: ...
 
     def generator(self) -> nn.Module: ...
+
+    def inner_loss(self, pred: Tensor, target: Tensor) -> Tensor: ...
 
 
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -62,6 +64,12 @@ def _clip(params, cfg: OptimConfig) -> None:
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
 
 
+def _reduce(losses: Tensor, weights: Tensor | None) -> Tensor:
+    """The batch loss: the mean, or sum_i w_i l_i for BILD's patch weights (which sum to 1, so
+    uniform weights give the mean)."""
+    return losses.mean() if weights is None else (weights.detach() * losses).sum()
+
+
 class SupervisedObjective:
     """One network trained on a per-sample reconstruction loss of its clear output."""
 
@@ -79,16 +87,21 @@ class SupervisedObjective:
     def generator(self) -> nn.Module:
         return self.model
 
+    def inner_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The per-sample loss that BILD reweights (shape N)."""
+        return per_sample_loss(pred, target, self.kind)
+
     def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-sample losses (each of shape N)."""
         out = self.train_model(batch["hazy"])
         return {"loss": per_sample_loss(out.clear, batch["clear"], self.kind)}
 
-    def step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+    def step(self, batch: dict[str, Tensor], weights: Tensor | None = None) -> dict[str, float]:
+        """One update; ``weights`` (N, summing to 1) replace the batch mean by a weighted sum."""
         losses = self.losses(batch)
         opt = self._opt["model"]
         opt.zero_grad(set_to_none=True)
-        losses["loss"].mean().backward()
+        _reduce(losses["loss"], weights).backward()
         _clip(self.model.parameters(), self.optim_cfg)
         opt.step()
         return {k: v.mean().item() for k, v in losses.items()}
@@ -104,6 +117,12 @@ class Pix2PixObjective:
 
     D step: BCE(D(I, J), 1) + BCE(D(I, G(I)), 0), halved, with G(I) detached.
     G step: BCE(D(I, G(I)), 1) + lambda * L1(G(I), J), with D frozen.
+
+    Under BILD the patch weights multiply each patch's whole generator loss (adversarial + L1) in
+    the real update; the discriminator's update stays unweighted, and the virtual step and the
+    validation objective use the reconstruction loss alone (:meth:`inner_loss`), because the
+    adversarial term measures the current discriminator, not the data, and a virtual step
+    through it would make D a second inner variable.
     """
 
     def __init__(self, generator: nn.Module, cfg: TrainConfig, wrap=lambda m: m) -> None:
@@ -124,7 +143,12 @@ class Pix2PixObjective:
     def generator(self) -> nn.Module:
         return self.g
 
-    def step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+    def inner_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The per-sample loss that BILD's virtual step and validation objective use (shape N)."""
+        return per_sample_loss(pred, target, self.kind)
+
+    def step(self, batch: dict[str, Tensor], weights: Tensor | None = None) -> dict[str, float]:
+        """One D and one G update; ``weights`` (N, summing to 1) weight G's per-patch losses."""
         hazy, clear = batch["hazy"], batch["clear"]
         fake = self.g_train(hazy).clear
 
@@ -146,7 +170,7 @@ class Pix2PixObjective:
         loss_g = loss_gan + self.lambda_l1 * loss_l1
         opt_g = self._opt["generator"]
         opt_g.zero_grad(set_to_none=True)
-        loss_g.mean().backward()
+        _reduce(loss_g, weights).backward()
         _clip(self.g.parameters(), self.optim_cfg)
         opt_g.step()
         self.d.requires_grad_(True)

@@ -17,8 +17,9 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import models
-from ..data import CropSampler, source_labels
+from ..data import CropSampler, PairBank, find_pairs, source_labels
 from ..models.weights import CheckpointError, atomic_write, load_state_strict, load_weights, save_weights
+from .bild import Bild
 from .config import TrainConfig, config_to_dict
 from .objectives import Objective, Pix2PixObjective, SupervisedObjective, make_scheduler
 from .validation import load_training_data, validate_run
@@ -28,6 +29,24 @@ def _dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """The network a run trains: the registry model with the config's options."""
+    return models.create(cfg.model, **{"ddu": cfg.ddu, **cfg.model_options})
+
+
+def bild_validation_batches(cfg: TrainConfig, bank: PairBank, val_idx: list[int]) -> CropSampler:
+    """D_v for BILD's outer objective: crops of ``bild.val_data``'s pairs, else of the run's
+    validation split (whole scenes held out of training). Batch k depends on (seed, k, rank) only."""
+    b = cfg.bild
+    if b.val_data is not None:
+        bank = PairBank(find_pairs(b.val_data, cfg.data.pair_pattern).pairs, max_side=cfg.data.max_side)
+        val_idx = list(range(len(bank)))
+    elif not val_idx:
+        raise ValueError("BILD needs validation pairs: set data.val_fraction > 0 (--val-fraction) or --val-data DIR")
+    return CropSampler(bank, val_idx, cfg.data.crop, b.val_batch or cfg.batch_size, cfg.seed + 1,
+                       tuple(cfg.data.scale_range))
 
 
 class Trainer:
@@ -43,7 +62,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.model = models.create(cfg.model, **{"ddu": cfg.ddu, **cfg.model_options})
+        self.model = build_model(cfg)
         if cfg.init:  # a checkpoint found by --resume replaces these weights below
             state, _ = load_weights(cfg.init)
             load_state_strict(self.model, state, cfg.init, cfg.init_new_modules)
@@ -63,6 +82,9 @@ class Trainer:
                                    tuple(cfg.data.scale_range), channel_shuffle=cfg.data.channel_shuffle,
                                    balance_sources=cfg.data.balance_sources,
                                    source_weights=cfg.data.source_weights or None)
+        self.bild: Bild | None = None
+        if cfg.bild.enabled:
+            self.bild = Bild(self.objective, cfg, bild_validation_batches(cfg, self.bank, self.val_idx), self.world)
         self.ema: AveragedModel | None = None
         if cfg.ema_decay is not None:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
@@ -74,6 +96,15 @@ class Trainer:
     @staticmethod
     def _ddp(module: nn.Module) -> nn.Module:
         return nn.parallel.DistributedDataParallel(module)
+
+    def _networks(self) -> dict[str, nn.Module]:
+        """Everything a checkpoint holds weights of: the objective's networks and BILD's f_phi."""
+        extra = {"reweighter": self.bild.net} if self.bild is not None else {}
+        return {**self.objective.networks(), **extra}
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        extra = {"reweighter": self.bild.opt} if self.bild is not None else {}
+        return {**self.objective.optimizers(), **extra}
 
     def _evaluated(self) -> nn.Module:
         """The network that is validated and kept as best: the weight average if there is one."""
@@ -90,13 +121,13 @@ class Trainer:
         tmp = self._ckpt_dir() / f".tmp_step_{self.step:07d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for name, net in self.objective.networks().items():
+        for name, net in self._networks().items():
             save_weights(net, tmp / f"{name}.safetensors", model_name=self.cfg.model if net is self.model else None,
                          options=self.cfg.model_options if net is self.model else None)
         state = {
             "step": self.step,
             "best_psnr": self.best_psnr,
-            "optimizers": {k: o.state_dict() for k, o in self.objective.optimizers().items()},
+            "optimizers": {k: o.state_dict() for k, o in self._optimizers().items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "torch_rng": torch.get_rng_state(),
         }
@@ -125,11 +156,13 @@ class Trainer:
                 print(f"no checkpoint in {self._ckpt_dir()}; starting from step 0", file=sys.stderr)
             return
         last = ckpts[-1]
-        for name, net in self.objective.networks().items():
+        if self.bild is not None and not (last / "reweighter.safetensors").is_file():
+            raise CheckpointError(f"{last}: saved without BILD; resume it without --bild")
+        for name, net in self._networks().items():
             state, _ = load_weights(last / f"{name}.safetensors")
             load_state_strict(net, state, last / f"{name}.safetensors")
         state = torch.load(last / "state.pt", map_location="cpu", weights_only=True)
-        for k, o in self.objective.optimizers().items():
+        for k, o in self._optimizers().items():
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
@@ -141,6 +174,8 @@ class Trainer:
             load_state_strict(self.ema.module, ema_state, last / "ema.safetensors")
             self.ema.n_averaged.copy_(state["ema_n_averaged"])
         self.step, self.best_psnr = int(state["step"]), float(state["best_psnr"])
+        if self.bild is not None and self.rank == 0:
+            self._trim_patch_weights()
         if self.rank == 0:
             print(f"resumed from {last} (step {self.step})", file=sys.stderr)
 
@@ -172,6 +207,8 @@ class Trainer:
             labels = source_labels(val)
             print(f"{len(self.sampler.indices)} training images; validation on {len(self.val_idx)} "
                   f"({', '.join(f'{labels[k]} {len(v)}' for k, v in val.items()) or 'none'})", file=sys.stderr)
+        if self.bild is not None and self.rank == 0 and self.step == 0:
+            self._patch_weights_csv().unlink(missing_ok=True)  # rows of an earlier run in this folder
         bar = None
         if self.rank == 0 and self.progress:
             from tqdm import tqdm
@@ -182,7 +219,10 @@ class Trainer:
         t0 = time.time()
         while self.step < cfg.steps:
             batch = self.sampler.batch(self.step, self.rank)
-            losses = self.objective.step(batch)
+            if self.bild is not None:
+                losses, seen = self.bild.step(batch, self.step, self.rank, self._lr())
+            else:
+                losses = self.objective.step(batch)
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             for s in self.schedulers.values():
@@ -192,9 +232,11 @@ class Trainer:
             if writer is not None and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                 for k, v in losses.items():
                     writer.add_scalar(f"train/{k}", v, self.step)
-                lr = next(iter(self.objective.optimizers().values())).param_groups[0]["lr"]
-                writer.add_scalar("train/lr", lr, self.step)
+                writer.add_scalar("train/lr", self._lr(), self.step)
                 writer.add_scalar("train/steps_per_second", self.step / max(time.time() - t0, 1e-9), self.step)
+            every = cfg.bild.weights_every or cfg.log_every
+            if self.bild is not None and self.rank == 0 and (self.step % every == 0 or self.step == cfg.steps):
+                self._log_patch_weights(writer, batch, seen)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()})
@@ -216,6 +258,38 @@ class Trainer:
         if writer is not None:
             writer.close()
         return last
+
+    def _lr(self) -> float:
+        """The current learning rate of the dehazing network (the generator's optimiser)."""
+        return next(iter(self.objective.optimizers().values())).param_groups[0]["lr"]
+
+    def _patch_weights_csv(self) -> Path:
+        return self.out / "patch_weights.csv"
+
+    def _log_patch_weights(self, writer, batch: dict[str, Tensor], seen) -> None:
+        """patch_weights.csv rows (the weights the real update used) and TensorBoard summaries."""
+        w = seen.new_weights
+        path = self._patch_weights_csv()
+        new = not path.is_file()
+        with open(path, "a") as fh:
+            if new:
+                fh.write("step,image,y,x,h,w,weight\n")
+            for i, box, wi in zip(batch["index"].tolist(), batch["box"].tolist(), w.tolist()):
+                fh.write(f"{self.step},{Path(self.bank.files[i]).name},{box[0]},{box[1]},{box[2]},{box[3]},{wi:.6g}\n")
+        if writer is not None:
+            writer.add_histogram("bild/weight_times_n", w * w.numel(), self.step)
+            writer.add_scalar("bild/max_min_ratio", float(w.max() / w.min().clamp_min(1e-30)), self.step)
+            writer.add_scalar("bild/r_scale", seen.scale, self.step)
+
+    def _trim_patch_weights(self) -> None:
+        """Drop rows written after the checkpoint a run resumes from (and a line cut by a kill)."""
+        path = self._patch_weights_csv()
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        kept = lines[:1] + [ln for ln in lines[1:] if ln.count(",") == 6 and ln.split(",", 1)[0].isdigit()
+                            and int(ln.split(",", 1)[0]) <= self.step]
+        atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(kept) + "\n"))
 
     @torch.no_grad()
     def _log_images(self, writer, batch: dict[str, Tensor]) -> None:

@@ -1,0 +1,229 @@
+"""BILD: the outer gradient (eq. 6i) against finite differences, the weights' behaviour in alpha,
+the patch log, checkpoints and resume, Guided-Pix2Pix, the command line, DDP, the noisy-label
+diagnostic."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import make_paired_dataset
+
+from hazefree import models
+from hazefree.cli import main as cli_main
+from hazefree.models.weights import load_weights
+from hazefree.training import Bild, SupervisedObjective, Trainer, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_GP2P = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None}
+
+
+def _outer_setup(alpha: float):
+    """A float64 AOD-Net, a BILD with a perturbed (non-uniform) f_phi, a batch and a D_v batch."""
+    torch.manual_seed(0)
+    cfg = load_config(model="aod-net", overrides=["bild.enabled=true", f"bild.alpha={alpha}", "bild.width=4"])
+    model = models.create("aod-net").double()
+    bild = Bild(SupervisedObjective(model, cfg), cfg, val_batches=None)
+    bild.net.double()
+    with torch.no_grad():
+        for p in bild.net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(1)
+
+    def pairs(n):
+        return {k: torch.rand(n, 3, 16, 16, generator=g, dtype=torch.float64) for k in ("hazy", "clear")}
+
+    return bild, pairs(4), pairs(3)
+
+
+class TestOuterGradient:
+    @pytest.mark.parametrize("alpha", [0.0, 0.3])
+    def test_matches_finite_differences(self, alpha):
+        """grad_phi of J_v(theta_t(phi)) / s - alpha H(w(phi)), eq. 6i with a per-patch R_i, equals
+        central differences of that objective (float64; a large eta, so theta_t is far from theta)."""
+        bild, batch, val = _outer_setup(alpha)
+        eta = 0.5
+        seen = bild.outer_gradient(batch, val, eta)
+        assert seen.weights.max() / seen.weights.min() > 2  # a non-trivial point
+        grad = [p.grad.clone() for p in bild.net.parameters()]
+        g = torch.Generator().manual_seed(2)
+        for _ in range(3):
+            v = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in bild.net.parameters()]
+            analytic = sum((a * b).sum() for a, b in zip(grad, v)).item()
+
+            def outer(sign: float, eps: float = 1e-6) -> float:
+                with torch.no_grad():
+                    for p, d in zip(bild.net.parameters(), v):
+                        p.add_(sign * eps * d)
+                value = bild.outer_objective(batch, val, eta, seen.scale).item()
+                with torch.no_grad():
+                    for p, d in zip(bild.net.parameters(), v):
+                        p.sub_(sign * eps * d)
+                return value
+
+            numeric = (outer(1.0) - outer(-1.0)) / 2e-6
+            assert abs(analytic - numeric) <= 1e-6 * abs(numeric), (analytic, numeric)
+
+    def test_one_scalar_per_batch_gives_no_gradient(self):
+        """Why each patch needs its own R_i: a batch-wide scalar times grad_phi sum_i w_i is 0."""
+        bild, batch, _ = _outer_setup(0.0)
+        w = bild.log_weights(batch).exp()
+        (3.7 * w).sum().backward()
+        assert max(p.grad.abs().max().item() for p in bild.net.parameters()) < 1e-12
+
+
+def _run_cfg(tmp_path: Path, steps: int = 4, model: str = "aod-net", **over):
+    data = tmp_path / "data"
+    if not data.exists():
+        make_paired_dataset(data, 8, 40)
+    values = {"model": model, "data": {"paired": [str(data)], "crop": 32, "val_fraction": 0.25,
+                                       "scale_range": [1.0, 1.0]},
+              "batch_size": 4, "steps": steps, "val_every": 2, "checkpoint_every": 2, "log_every": 1,
+              "image_every": 100, "out": str(tmp_path / "run"), "seed": 1, "threads": 1,
+              "bild": {"enabled": True}}
+    if model == "guided-pix2pix":
+        values.update(model_options=TINY_GP2P, ndf=4)
+    for k, v in over.items():
+        values[k] = {**values[k], **v} if isinstance(values.get(k), dict) else v
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return load_config(path)
+
+
+def _weights(run: Path) -> list[dict]:
+    with open(run / "patch_weights.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+class TestWeights:
+    def test_large_alpha_keeps_them_uniform_and_zero_alpha_moves_them(self, tmp_path):
+        spread = {}
+        for alpha in (1e6, 0.0):
+            cfg = _run_cfg(tmp_path, steps=15, out=str(tmp_path / f"a{alpha}"), bild={"alpha": alpha},
+                           val_every=100, checkpoint_every=100)
+            Trainer(cfg, progress=False).fit()
+            w = np.array([float(r["weight"]) for r in _weights(Path(cfg.out))])
+            spread[alpha] = np.abs(w - 1 / cfg.batch_size).max()
+        assert spread[1e6] < 1e-3, spread
+        assert spread[0.0] > 1e-2, spread
+
+    def test_patch_log(self, tmp_path):
+        cfg = _run_cfg(tmp_path, steps=4, bild={"weights_every": 2})
+        tr = Trainer(cfg, progress=False)
+        tr.fit()
+        rows = _weights(Path(cfg.out))
+        assert list(rows[0]) == ["step", "image", "y", "x", "h", "w", "weight"]
+        assert [int(r["step"]) for r in rows] == [2] * 4 + [4] * 4
+        names = {Path(f).name for f in tr.bank.files}
+        for step in (2, 4):
+            batch = tr.sampler.batch(step - 1)  # the batch of step k is drawn at step counter k - 1
+            got = [r for r in rows if int(r["step"]) == step]
+            assert [r["image"] for r in got] == [Path(tr.bank.files[i]).name for i in batch["index"]]
+            assert [[int(r[c]) for c in "yxhw"] for r in got] == batch["box"].tolist()
+            assert sum(float(r["weight"]) for r in got) == pytest.approx(1.0, abs=1e-4)
+        assert {r["image"] for r in rows} <= names
+        assert list((Path(cfg.out) / "tensorboard").iterdir())
+
+    def test_needs_validation_pairs(self, tmp_path):
+        with pytest.raises(ValueError, match="BILD needs validation pairs"):
+            Trainer(_run_cfg(tmp_path, data={"val_fraction": 0}), progress=False)
+        with pytest.raises(ValueError, match="bild.input"):
+            Trainer(_run_cfg(tmp_path, bild={"input": "clear"}), progress=False)
+
+
+class TestCheckpoints:
+    @pytest.mark.parametrize("inp", ["pair", "hazy"])
+    def test_resume_matches_uninterrupted(self, tmp_path, inp):
+        full = _run_cfg(tmp_path, steps=6, out=str(tmp_path / "full"), bild={"input": inp})
+        Trainer(full, progress=False).fit()
+        part = _run_cfg(tmp_path, steps=4, out=str(tmp_path / "part"), bild={"input": inp})
+        Trainer(part, progress=False).fit()
+        with open(Path(part.out) / "patch_weights.csv", "a") as fh:  # a row a killed run wrote after step 4
+            fh.write("5,100_1.png,0,0,32,32,0.5\n5,10")
+        rest = _run_cfg(tmp_path, steps=6, out=str(tmp_path / "part"), bild={"input": inp})
+        torch.manual_seed(999)
+        tr = Trainer(rest, resume=True, progress=False)
+        assert tr.step == 4
+        tr.fit()
+        for name in ("model", "reweighter"):
+            ref = load_weights(Path(full.out) / "checkpoints" / "step_0000006" / f"{name}.safetensors")[0]
+            got = load_weights(Path(rest.out) / "checkpoints" / "step_0000006" / f"{name}.safetensors")[0]
+            for k in ref:
+                torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0, msg=f"{name}.{k}")
+        assert _weights(Path(rest.out)) == _weights(Path(full.out))
+
+    def test_plain_checkpoint_cannot_resume_with_bild(self, tmp_path):
+        plain = _run_cfg(tmp_path, steps=2, bild={"enabled": False})
+        Trainer(plain, progress=False).fit()
+        with pytest.raises(Exception, match="saved without BILD"):
+            Trainer(_run_cfg(tmp_path, steps=4), resume=True, progress=False)
+
+    def test_guided_pix2pix(self, tmp_path):
+        cfg = _run_cfg(tmp_path, steps=2, model="guided-pix2pix")
+        tr = Trainer(cfg, progress=False)
+        before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+        losses = tr.fit()
+        assert np.isfinite([losses[k] for k in ("loss_g", "loss_d", "bild_val_loss")]).all()
+        assert any(not torch.equal(v, before[k]) for k, v in tr.model.state_dict().items())
+        files = {p.name for p in (Path(cfg.out) / "checkpoints" / "step_0000002").iterdir()}
+        assert files == {"generator.safetensors", "discriminator.safetensors", "reweighter.safetensors", "state.pt"}
+
+
+class TestCommandLine:
+    def test_flags(self, tmp_path, capsys):
+        data = make_paired_dataset(tmp_path / "data", 6, 40)
+        trusted = make_paired_dataset(tmp_path / "trusted", 2, 40, first=300)
+        run = tmp_path / "run"
+        code = cli_main(["train", "aod-net", "--data", str(data), "--steps", "2", "--out", str(run), "--no-progress",
+                         "--bild", "--bild-alpha", "0.5", "--val-data", str(trusted), "--set", "data.crop=32",
+                         "--set", "batch_size=2", "--set", "threads=1"])
+        assert code == 0
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["bild"]["enabled"] and saved["bild"]["alpha"] == 0.5 and saved["bild"]["val_data"] == str(trusted)
+        assert "bild_val_loss" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert (run / "patch_weights.csv").is_file()
+        cli_main(["train", "aod-net", "--data", str(data), "--steps", "2", "--out", str(tmp_path / "r2"),
+                  "--no-progress", "--bild", "--val-fraction", "0.5", "--set", "data.crop=32", "--set", "batch_size=2"])
+        assert yaml.safe_load((tmp_path / "r2" / "config.yaml").read_text())["data"]["val_fraction"] == 0.5
+        assert cli_main(["train", "aod-net", "--bild", "--val-fraction", "0.2", "--val-data", str(trusted)]) != 0
+        assert "not allowed with" in capsys.readouterr().err
+
+
+def test_noisy_labels_short(tmp_path):
+    """Short version of benchmarks/bild_noisy_labels.py: noise targets on a third of the scenes
+    get clearly smaller weights than clean ones over the second half of the run (30 steps, so a
+    stronger alpha than the default: log-weight spread 2 instead of 1)."""
+    spec = importlib.util.spec_from_file_location("bild_noisy_labels", REPO / "benchmarks" / "bild_noisy_labels.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = Namespace(source="synthetic", corruption="noise", model="aod-net", train_scenes=12, val_scenes=3,
+                     size=40, crop=32, batch=8, steps=30, lr=1e-3, alpha=0.5, input="pair", seed=0, threads=1,
+                     set=[], out=str(tmp_path), runs=["bild"])
+    result = bench.run(args)
+    assert result["weight_ratio_corrupted_to_clean"] < 0.6, result
+
+
+@pytest.mark.slow
+def test_ddp_two_processes(tmp_path):
+    """torchrun --nproc_per_node=2 with --bild: phi's gradients are averaged over the ranks."""
+    make_paired_dataset(tmp_path / "data", 6, 40)
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+           "-m", "hazefree", "train", "aod-net", "--data", str(tmp_path / "data"), "--steps", "2", "--out", str(run),
+           "--no-progress", "--bild", "--val-fraction", "0.34", "--set", "data.crop=32", "--set", "batch_size=2",
+           "--set", "val_every=2", "--set", "checkpoint_every=2", "--set", "threads=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "checkpoints" / "step_0000002" / "reweighter.safetensors").is_file()
+    assert len([ln for ln in proc.stdout.splitlines() if ln.startswith("{")]) == 1
+    assert len(_weights(run)) == 2  # rank 0's patches of the last step (log_every 10)
