@@ -39,8 +39,8 @@ def first_dehaze_input() -> tuple[str, str]:
 def test_quickstart_is_install_dehaze_then_tests():
     commands = quickstart_commands()
     assert len(commands) == 2
-    assert 'pip install -e ".[test]"' in commands[0]
-    assert commands[1].endswith("python -m pytest -q")
+    assert "pip install -e ." in commands[0] and "hazefree dehaze" in commands[0]
+    assert 'pip install -e ".[test]"' in commands[1] and commands[1].endswith("python -m pytest -q")
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert "README.md" in ci and "pytest" not in ci  # CI takes its commands from the README
 
