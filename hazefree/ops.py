@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -209,6 +210,51 @@ def _apply(guide: Tensor, mean_a: Tensor, mean_b: Tensor) -> Tensor:
     return (mean_a * guide.unsqueeze(1)).sum(dim=2) + mean_b
 
 
+def _cpu_kernels():
+    """The fused CPU kernels (:mod:`hazefree._guided_filter_cpu`), or None without numba.
+
+    Imported on first use: numba compiles each kernel the first time it runs (then loads it from
+    its on-disk cache), so importing hazefree compiles nothing.
+    """
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            from . import _guided_filter_cpu as kernels
+        except ImportError:  # numba missing: the torch path computes the same values, slower
+            kernels = False
+        _KERNELS = kernels
+    return _KERNELS or None
+
+
+_KERNELS = None
+USE_CPU_KERNELS = True  # False forces the torch path on the CPU too (tests compare the two)
+
+
+def _on_kernels(*tensors: Tensor) -> bool:
+    return USE_CPU_KERNELS and all(t.device.type == "cpu" for t in tensors) and _cpu_kernels() is not None
+
+
+def _kernel_dtype(*tensors: Tensor) -> torch.dtype:
+    # inputs are read as they are (float32 or float64); every sum inside is float64
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _as_array(t: Tensor, dtype: torch.dtype):
+    return t.detach().to(dtype).contiguous().numpy()
+
+
+def _kernel_filter(guide: Tensor, src: Tensor, radius: int, eps: float, backward: bool) -> Tensor:
+    """Guided filter on the CPU kernels; ``backward`` computes Alg. 2's grad_x for grad_y = ``src``."""
+    k = _cpu_kernels()
+    dtype = _kernel_dtype(guide, src)
+    g, x = _as_array(guide, dtype), _as_array(src, dtype)
+    threads = torch.get_num_threads()
+    mode = k.X_IS_SRC_OVER_COUNT if backward else k.X_IS_SRC
+    a, b = k.coefficients(g, x, radius, eps, mode, threads)
+    y = k.apply(g, a, b, radius, k.APPLY_SUM if backward else k.APPLY_MEAN, threads, x.dtype)
+    return torch.from_numpy(y)
+
+
 class _GuidedFilterFunction(torch.autograd.Function):
     """Guided filter with the explicit backward of Ma et al., Algorithm 2 (gradient w.r.t. src).
 
@@ -216,19 +262,26 @@ class _GuidedFilterFunction(torch.autograd.Function):
     adjoint is used instead of the mean filter (they coincide away from the border), and the colour
     guide follows the same derivation with (Sigma + eps U)^-1 in place of 1 / (var + eps).
     The guide is treated as a constant; ``guided_filter`` routes to autograd when it needs a gradient.
+    On the CPU both directions run on the fused kernels (the backward as the forward kernels
+    applied to grad_y / |w|, an exact rewriting of Alg. 2 derived in
+    :mod:`hazefree._guided_filter_cpu`); elsewhere on the torch code below.
     """
 
     @staticmethod
     def forward(ctx, guide: Tensor, src: Tensor, radius: int, eps: float) -> Tensor:  # type: ignore[override]
-        mean_a, mean_b = _coefficients(guide, src, radius, eps)
         ctx.save_for_backward(guide)
-        ctx.radius, ctx.eps = radius, eps
+        ctx.radius, ctx.eps, ctx.src_dtype = radius, eps, src.dtype
+        if _on_kernels(guide, src):
+            return _kernel_filter(guide, src, radius, eps, backward=False).to(src.dtype)
+        mean_a, mean_b = _coefficients(guide, src, radius, eps)
         return _apply(guide, mean_a, mean_b)
 
     @staticmethod
     def backward(ctx, grad_y: Tensor):  # type: ignore[override]
         (guide,) = ctx.saved_tensors
         r, eps = ctx.radius, ctx.eps
+        if _on_kernels(guide, grad_y):
+            return None, _kernel_filter(guide, grad_y, r, eps, backward=True).to(ctx.src_dtype), None, None
         count = _window_count(guide.shape[-2], guide.shape[-1], r, guide.dtype, guide.device)
         grad_y = grad_y.to(guide.dtype)
         grad_b = _box_mean_adjoint(grad_y, r, count)  # Alg. 2 line 4
@@ -256,7 +309,42 @@ class _GuidedFilterFunction(torch.autograd.Function):
             )
             for p in range(3):
                 grad_x = grad_x + _box_mean_adjoint(grad_cov[:, :, p], r, count) * guide[:, p : p + 1]
-        return None, grad_x, None, None
+        return None, grad_x.to(ctx.src_dtype), None, None
+
+
+class _KernelCoefficients(torch.autograd.Function):
+    """(mean_a, mean_b) of Alg. 1 on the CPU kernels, float64, with the gradient w.r.t. src.
+
+    The guide is a constant. Backward: for the gradients G_a, G_b of mean_a, mean_b, the first
+    kernel pass run on x = G_b / |w| with I x replaced by G_a / |w|, then the second pass without
+    the division by |w| (derivation in :mod:`hazefree._guided_filter_cpu`).
+    """
+
+    @staticmethod
+    def forward(ctx, guide: Tensor, src: Tensor, radius: int, eps: float):  # type: ignore[override]
+        k = _cpu_kernels()
+        dtype = _kernel_dtype(guide, src)
+        g, x = _as_array(guide, dtype), _as_array(src, dtype)
+        threads = torch.get_num_threads()
+        a, b = k.coefficients(g, x, radius, eps, k.X_IS_SRC, threads)
+        mean_a, mean_b = k.apply(g, a, b, radius, k.MEANS_ONLY, threads, None)
+        ctx.save_for_backward(guide)
+        ctx.radius, ctx.eps, ctx.src_dtype = radius, eps, src.dtype
+        mean_a = torch.from_numpy(mean_a)
+        return mean_a.squeeze(2) if guide.shape[1] == 1 else mean_a, torch.from_numpy(mean_b)
+
+    @staticmethod
+    def backward(ctx, grad_mean_a: Tensor, grad_mean_b: Tensor):  # type: ignore[override]
+        (guide,) = ctx.saved_tensors
+        k = _cpu_kernels()
+        g = _as_array(guide, torch.float64)
+        n, c = grad_mean_b.shape[:2]
+        ga = _as_array(grad_mean_a.reshape(n, c, guide.shape[1], *guide.shape[-2:]), torch.float64)
+        gb = _as_array(grad_mean_b, torch.float64)
+        threads = torch.get_num_threads()
+        a, b = k.coefficients(g, gb, ctx.radius, ctx.eps, k.X_AND_Q_GIVEN, threads, extra=ga)
+        grad_x = k.apply(g, a, b, ctx.radius, k.APPLY_SUM, threads, np.float64)
+        return None, torch.from_numpy(grad_x).to(ctx.src_dtype), None, None
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -285,6 +373,8 @@ def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float) -> Tensor
         torch.Size([1, 1, 32, 32])
     """
     _check_inputs(guide, src, radius, eps)
+    if _on_kernels(guide, src) and not (guide.requires_grad and torch.is_grad_enabled()):
+        return _GuidedFilterFunction.apply(guide, src, radius, eps)  # read as is, summed in float64
     dtype = _compute_dtype(guide, src)
     g, x = guide.to(dtype), src.to(dtype)
     if guide.requires_grad and torch.is_grad_enabled():
@@ -318,8 +408,11 @@ def fast_guided_filter(
         raise ValueError(
             f"guide_hr {tuple(guide_hr.shape)} must match guide_lr {tuple(guide_lr.shape)} in N and C"
         )
-    dtype = _compute_dtype(guide_lr, src_lr)
-    mean_a, mean_b = _coefficients(guide_lr.to(dtype), src_lr.to(dtype), radius, eps)
+    if _on_kernels(guide_lr, src_lr) and not (guide_lr.requires_grad and torch.is_grad_enabled()):
+        mean_a, mean_b = _KernelCoefficients.apply(guide_lr, src_lr, radius, eps)
+    else:
+        dtype = _compute_dtype(guide_lr, src_lr)
+        mean_a, mean_b = _coefficients(guide_lr.to(dtype), src_lr.to(dtype), radius, eps)
     size = guide_hr.shape[-2:]
     n, c = src_lr.shape[:2]
     # Upsampling runs in the input dtype: a and b are smooth, and float64 here would double the cost

@@ -1,0 +1,410 @@
+"""CPU kernels of the guided filter: box sums by running sums, fused with the elementwise steps.
+
+Imported lazily by :mod:`hazefree.ops` (numba compiles each kernel on first use and caches it on
+disk, so importing hazefree compiles nothing). Every window statistic is a float64 sum; inputs and
+outputs may be float32 or float64. Windows are clipped at the border and normalised by their true
+size, as in :mod:`hazefree.ops`.
+
+The filter is two passes over the image (He et al. 2013, Alg. 1; Ma et al. 2021, Alg. 1):
+
+1. ``_coefficients_*``: window sums of I, I I^T, x and I x, then per pixel
+   a = (Sigma + eps U)^-1 cov(I, x) and b = mean(x) - a . mean(I)   (Alg. 1, lines 1-8);
+2. ``_apply_*``: window sums of a and b, then y = (sum(a) . I + sum(b)) / |w|   (lines 9-11).
+
+Each pass walks down a band of rows keeping the column sums of its window rows (one row enters,
+one leaves per step), and sums those along the row with a running sum, so the cost per pixel does
+not depend on r and the only full-size temporaries are the a and b planes.
+
+Backward (Ma et al. 2021, Alg. 2, gradient w.r.t. x). With u = g / |w| for the upstream gradient g,
+Alg. 2 lines 4-6 read
+
+    grad_b = S(u),  grad_a = S(u I) - grad_b mean(I),  c = (Sigma + eps U)^-1 grad_a,
+    grad_x = S(c / |w|) . I + S((grad_b - c . mean(I)) / |w|)
+
+where S is the (unnormalised) window sum, the adjoint of the window mean being S(. / |w|). Pass 1
+run on u in place of x gives a = c / |w| and b = (grad_b - c . mean(I)) / |w| exactly, so the
+backward is pass 1 on u followed by pass 2 without the final division by |w|: the same two kernels
+(``mode`` selects the variant). For the coefficients alone (the fast guided filter), the gradients
+G_a, G_b of mean_a, mean_b give grad_b = S(G_b / |w|) and S(u I) is replaced by S(G_a / |w|).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+_jit = numba.njit(nogil=True, cache=True)
+
+# modes of the first pass: what plays the role of x and of I x
+X_IS_SRC = 0  # forward: x = src, q = I x
+X_IS_SRC_OVER_COUNT = 1  # backward of the filter: x = g / |w|, q = I x
+X_AND_Q_GIVEN = 2  # backward of the coefficients: x = G_b / |w|, q = G_a / |w|
+# modes of the second pass
+APPLY_MEAN = 0  # y = (S(a) . I + S(b)) / |w|
+APPLY_SUM = 1  # y = S(a) . I + S(b)   (backward)
+MEANS_ONLY = 2  # mean_a = S(a) / |w|, mean_b = S(b) / |w|, not applied
+
+
+@_jit
+def _inverse_counts(n, r):
+    """1 / number of indices in the window [i - r, i + r] clipped to [0, n)."""
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = 1.0 / (min(i + r, n - 1) - max(i - r, 0) + 1)
+    return out
+
+
+@_jit
+def _window_sums(col, out, rh):
+    """out[x] = col[x + 1] + ... + col[x + 2 rh + 1]: the sum over the clipped window [x - rh, x + rh]
+    of a row of column sums stored with rh + 1 zeros on the left and rh on the right.
+
+    A running sum is a chain of dependent additions; the row is cut into four segments whose
+    chains are independent, so the CPU overlaps them.
+    """
+    w = out.shape[0]
+    span = 2 * rh + 1
+    if w < 64:
+        s = 0.0
+        for j in range(span):
+            s += col[j]
+        for x in range(w):
+            s += col[x + span] - col[x]
+            out[x] = s
+        return
+    seg = (w + 3) // 4
+    p1, p2, p3 = seg, 2 * seg, 3 * seg
+    s0 = s1 = s2 = s3 = 0.0
+    for j in range(span):
+        s0 += col[j]
+        s1 += col[p1 + j]
+        s2 += col[p2 + j]
+        s3 += col[p3 + j]
+    for i in range(w - p3):
+        s0 += col[i + span] - col[i]
+        s1 += col[p1 + i + span] - col[p1 + i]
+        s2 += col[p2 + i + span] - col[p2 + i]
+        s3 += col[p3 + i + span] - col[p3 + i]
+        out[i] = s0
+        out[p1 + i] = s1
+        out[p2 + i] = s2
+        out[p3 + i] = s3
+    for i in range(w - p3, seg):
+        s0 += col[i + span] - col[i]
+        s1 += col[p1 + i + span] - col[p1 + i]
+        s2 += col[p2 + i + span] - col[p2 + i]
+        out[i] = s0
+        out[p1 + i] = s1
+        out[p2 + i] = s2
+
+
+@_jit
+def _all_window_sums(cols, out, rh):
+    for k in range(out.shape[0]):
+        _window_sums(cols[k], out[k], rh)
+
+
+@_jit
+def _accumulate(col, values, sign):
+    for x in range(values.shape[0]):
+        col[x] += sign * values[x]
+
+
+# ---------------------------------------------------------------------------------------------
+# gray guide: guide N x 1 x H x W, src N x C x H x W, a N x C x 1 x H x W, b N x C x H x W
+# ---------------------------------------------------------------------------------------------
+
+
+@_jit
+def _gray_rows(cols, guide, src, extra, mode, n, y, sign, iny, inx, off):
+    """Add (sign = 1) or remove (sign = -1) row y to the column sums of I, I^2 and, per channel
+    c, x_c and q_c (channels 0, 1, 2 + 2c, 3 + 2c)."""
+    w = guide.shape[3]
+    gi = guide[n, 0, y]
+    c0, c1 = cols[0, off : off + w], cols[1, off : off + w]
+    for x in range(w):
+        i = np.float64(gi[x])
+        c0[x] += sign * i
+        c1[x] += sign * (i * i)
+    sy = iny[y]
+    for c in range(src.shape[1]):
+        xs, ex = src[n, c, y], extra[n, c, 0, y] if mode == X_AND_Q_GIVEN else extra[0, 0, 0, 0]
+        cx, cq = cols[2 + 2 * c, off : off + w], cols[3 + 2 * c, off : off + w]
+        if mode == X_IS_SRC:
+            for x in range(w):
+                v = np.float64(xs[x])
+                cx[x] += sign * v
+                cq[x] += sign * (np.float64(gi[x]) * v)
+        elif mode == X_IS_SRC_OVER_COUNT:
+            for x in range(w):
+                v = np.float64(xs[x]) * (sy * inx[x])
+                cx[x] += sign * v
+                cq[x] += sign * (np.float64(gi[x]) * v)
+        else:
+            for x in range(w):
+                inv_n = sy * inx[x]
+                cx[x] += sign * (np.float64(xs[x]) * inv_n)
+                cq[x] += sign * (ex[x] * inv_n)
+
+
+@_jit
+def _coefficients_gray(guide, src, extra, mode, r, eps, a_out, b_out, n, y0, y1):
+    h, w = guide.shape[2], guide.shape[3]
+    c_n = src.shape[1]
+    rv, rh = min(r, h), min(r, w)
+    iny, inx = _inverse_counts(h, rv), _inverse_counts(w, rh)
+    off = rh + 1
+    cols = np.zeros((2 + 2 * c_n, w + 2 * rh + 1))
+    sums = np.empty((2 + 2 * c_n, w))
+    for y in range(max(0, y0 - rv), min(h, y0 + rv + 1)):
+        _gray_rows(cols, guide, src, extra, mode, n, y, 1.0, iny, inx, off)
+    for y in range(y0, y1):
+        _all_window_sums(cols, sums, rh)
+        sy = iny[y]
+        s_i, s_ii = sums[0], sums[1]
+        for c in range(c_n):
+            s_x, s_q = sums[2 + 2 * c], sums[3 + 2 * c]
+            a_row, b_row = a_out[n, c, 0, y], b_out[n, c, y]
+            for x in range(w):
+                inv_n = sy * inx[x]
+                mean_i = s_i[x] * inv_n
+                var = max(s_ii[x] * inv_n - mean_i * mean_i, 0.0)
+                mean_x = s_x[x] * inv_n
+                a = (s_q[x] * inv_n - mean_i * mean_x) / (var + eps)
+                a_row[x] = a
+                b_row[x] = mean_x - a * mean_i
+        if y + 1 < y1:
+            if y + rv + 1 < h:
+                _gray_rows(cols, guide, src, extra, mode, n, y + rv + 1, 1.0, iny, inx, off)
+            if y - rv >= 0:
+                _gray_rows(cols, guide, src, extra, mode, n, y - rv, -1.0, iny, inx, off)
+
+
+@_jit
+def _ab_rows(cols, a, b, n, y, sign, off):
+    """Add or remove row y of a (N x C x G x H x W) and b (N x C x H x W): G + 1 channels per c."""
+    c_n, g_n, w = a.shape[1], a.shape[2], a.shape[4]
+    for c in range(c_n):
+        for g in range(g_n):
+            _accumulate(cols[c * (g_n + 1) + g, off : off + w], a[n, c, g, y], sign)
+        _accumulate(cols[c * (g_n + 1) + g_n, off : off + w], b[n, c, y], sign)
+
+
+@_jit
+def _apply(guide, a, b, mode, r, out, mean_a, mean_b, n, y0, y1):
+    """Second pass, any guide: window sums of a and b, then (mode) y = (S(a) . I + S(b)) [/ |w|],
+    or the window means of a and b themselves."""
+    h, w = guide.shape[2], guide.shape[3]
+    c_n, g_n = a.shape[1], a.shape[2]
+    rv, rh = min(r, h), min(r, w)
+    iny, inx = _inverse_counts(h, rv), _inverse_counts(w, rh)
+    off = rh + 1
+    k_n = c_n * (g_n + 1)
+    cols = np.zeros((k_n, w + 2 * rh + 1))
+    sums = np.empty((k_n, w))
+    for y in range(max(0, y0 - rv), min(h, y0 + rv + 1)):
+        _ab_rows(cols, a, b, n, y, 1.0, off)
+    for y in range(y0, y1):
+        _all_window_sums(cols, sums, rh)
+        sy = iny[y]
+        for c in range(c_n):
+            k = c * (g_n + 1)
+            s_b = sums[k + g_n]
+            if mode == MEANS_ONLY:
+                for g in range(g_n):
+                    s_a, m_a = sums[k + g], mean_a[n, c, g, y]
+                    for x in range(w):
+                        m_a[x] = s_a[x] * (sy * inx[x])
+                m_b = mean_b[n, c, y]
+                for x in range(w):
+                    m_b[x] = s_b[x] * (sy * inx[x])
+                continue
+            o = out[n, c, y]
+            scale = sy if mode == APPLY_MEAN else 1.0
+            if g_n == 1:
+                s_a, gi = sums[k], guide[n, 0, y]
+                for x in range(w):
+                    v = s_a[x] * gi[x] + s_b[x]
+                    o[x] = v * (scale * inx[x]) if mode == APPLY_MEAN else v
+            else:
+                s_a0, s_a1, s_a2 = sums[k], sums[k + 1], sums[k + 2]
+                g0, g1, g2 = guide[n, 0, y], guide[n, 1, y], guide[n, 2, y]
+                for x in range(w):
+                    v = s_a0[x] * g0[x] + s_a1[x] * g1[x] + s_a2[x] * g2[x] + s_b[x]
+                    o[x] = v * (scale * inx[x]) if mode == APPLY_MEAN else v
+        if y + 1 < y1:
+            if y + rv + 1 < h:
+                _ab_rows(cols, a, b, n, y + rv + 1, 1.0, off)
+            if y - rv >= 0:
+                _ab_rows(cols, a, b, n, y - rv, -1.0, off)
+
+
+# ---------------------------------------------------------------------------------------------
+# colour guide: guide N x 3 x H x W; column-sum channels 0-2: I_p, 3-8: I_p I_q (p <= q),
+# then per src channel c: x_c and q_{c,p} (4 channels from 9 + 4c)
+# ---------------------------------------------------------------------------------------------
+
+
+@_jit
+def _colour_rows(cols, guide, src, extra, mode, n, y, sign, iny, inx, off):
+    w = guide.shape[3]
+    g0, g1, g2 = guide[n, 0, y], guide[n, 1, y], guide[n, 2, y]
+    c0, c1, c2 = cols[0, off : off + w], cols[1, off : off + w], cols[2, off : off + w]
+    c00, c01, c02 = cols[3, off : off + w], cols[4, off : off + w], cols[5, off : off + w]
+    c11, c12, c22 = cols[6, off : off + w], cols[7, off : off + w], cols[8, off : off + w]
+    for x in range(w):
+        i0, i1, i2 = np.float64(g0[x]), np.float64(g1[x]), np.float64(g2[x])
+        c0[x] += sign * i0
+        c1[x] += sign * i1
+        c2[x] += sign * i2
+        c00[x] += sign * (i0 * i0)
+        c01[x] += sign * (i0 * i1)
+        c02[x] += sign * (i0 * i2)
+        c11[x] += sign * (i1 * i1)
+        c12[x] += sign * (i1 * i2)
+        c22[x] += sign * (i2 * i2)
+    sy = iny[y]
+    for c in range(src.shape[1]):
+        k = 9 + 4 * c
+        xs = src[n, c, y]
+        cx, cq0 = cols[k, off : off + w], cols[k + 1, off : off + w]
+        cq1, cq2 = cols[k + 2, off : off + w], cols[k + 3, off : off + w]
+        if mode == X_AND_Q_GIVEN:
+            e0, e1, e2 = extra[n, c, 0, y], extra[n, c, 1, y], extra[n, c, 2, y]
+            for x in range(w):
+                inv_n = sy * inx[x]
+                cx[x] += sign * (np.float64(xs[x]) * inv_n)
+                cq0[x] += sign * (e0[x] * inv_n)
+                cq1[x] += sign * (e1[x] * inv_n)
+                cq2[x] += sign * (e2[x] * inv_n)
+        else:
+            over_count = mode == X_IS_SRC_OVER_COUNT
+            for x in range(w):
+                v = np.float64(xs[x])
+                if over_count:
+                    v *= sy * inx[x]
+                cx[x] += sign * v
+                cq0[x] += sign * (np.float64(g0[x]) * v)
+                cq1[x] += sign * (np.float64(g1[x]) * v)
+                cq2[x] += sign * (np.float64(g2[x]) * v)
+
+
+@_jit
+def _coefficients_colour(guide, src, extra, mode, r, eps, a_out, b_out, n, y0, y1):
+    h, w = guide.shape[2], guide.shape[3]
+    c_n = src.shape[1]
+    rv, rh = min(r, h), min(r, w)
+    iny, inx = _inverse_counts(h, rv), _inverse_counts(w, rh)
+    off = rh + 1
+    cols = np.zeros((9 + 4 * c_n, w + 2 * rh + 1))
+    sums = np.empty((9 + 4 * c_n, w))
+    # per row: mean I (3), then (Sigma + eps U)^-1 as its 6 upper entries
+    m0, m1, m2 = np.empty(w), np.empty(w), np.empty(w)
+    t00, t01, t02, t11, t12, t22 = np.empty(w), np.empty(w), np.empty(w), np.empty(w), np.empty(w), np.empty(w)
+    for y in range(max(0, y0 - rv), min(h, y0 + rv + 1)):
+        _colour_rows(cols, guide, src, extra, mode, n, y, 1.0, iny, inx, off)
+    for y in range(y0, y1):
+        _all_window_sums(cols, sums, rh)
+        sy = iny[y]
+        for x in range(w):
+            inv_n = sy * inx[x]
+            u0, u1, u2 = sums[0, x] * inv_n, sums[1, x] * inv_n, sums[2, x] * inv_n
+            s00 = max(sums[3, x] * inv_n - u0 * u0, 0.0) + eps
+            s01 = sums[4, x] * inv_n - u0 * u1
+            s02 = sums[5, x] * inv_n - u0 * u2
+            s11 = max(sums[6, x] * inv_n - u1 * u1, 0.0) + eps
+            s12 = sums[7, x] * inv_n - u1 * u2
+            s22 = max(sums[8, x] * inv_n - u2 * u2, 0.0) + eps
+            # inverse of the symmetric 3 x 3 matrix by its adjugate
+            d00 = s11 * s22 - s12 * s12
+            d01 = s02 * s12 - s01 * s22
+            d02 = s01 * s12 - s02 * s11
+            inv_det = 1.0 / (s00 * d00 + s01 * d01 + s02 * d02)
+            m0[x], m1[x], m2[x] = u0, u1, u2
+            t00[x], t01[x], t02[x] = d00 * inv_det, d01 * inv_det, d02 * inv_det
+            t11[x] = (s00 * s22 - s02 * s02) * inv_det
+            t12[x] = (s01 * s02 - s00 * s12) * inv_det
+            t22[x] = (s00 * s11 - s01 * s01) * inv_det
+        for c in range(c_n):
+            k = 9 + 4 * c
+            s_x, s_q0, s_q1, s_q2 = sums[k], sums[k + 1], sums[k + 2], sums[k + 3]
+            a0_row, a1_row, a2_row = a_out[n, c, 0, y], a_out[n, c, 1, y], a_out[n, c, 2, y]
+            b_row = b_out[n, c, y]
+            for x in range(w):
+                inv_n = sy * inx[x]
+                mean_x = s_x[x] * inv_n
+                v0 = s_q0[x] * inv_n - m0[x] * mean_x
+                v1 = s_q1[x] * inv_n - m1[x] * mean_x
+                v2 = s_q2[x] * inv_n - m2[x] * mean_x
+                a0 = t00[x] * v0 + t01[x] * v1 + t02[x] * v2
+                a1 = t01[x] * v0 + t11[x] * v1 + t12[x] * v2
+                a2 = t02[x] * v0 + t12[x] * v1 + t22[x] * v2
+                a0_row[x], a1_row[x], a2_row[x] = a0, a1, a2
+                b_row[x] = mean_x - (a0 * m0[x] + a1 * m1[x] + a2 * m2[x])
+        if y + 1 < y1:
+            if y + rv + 1 < h:
+                _colour_rows(cols, guide, src, extra, mode, n, y + rv + 1, 1.0, iny, inx, off)
+            if y - rv >= 0:
+                _colour_rows(cols, guide, src, extra, mode, n, y - rv, -1.0, iny, inx, off)
+
+
+# ---------------------------------------------------------------------------------------------
+# drivers: bands of rows on a thread pool (the kernels release the GIL)
+# ---------------------------------------------------------------------------------------------
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_MIN_BAND_ROWS = 64  # below this, a band's start-up (2r + 1 rows of sums) outweighs the parallelism
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="hazefree-gf")
+        return _POOL
+
+
+def _run_bands(kernel, args: tuple, batch: int, height: int, threads: int) -> None:
+    """kernel(*args, n, y0, y1) for every image n and band of rows [y0, y1), in parallel."""
+    bands = max(1, min(threads, height // _MIN_BAND_ROWS))
+    edges = [round(i * height / bands) for i in range(bands + 1)]
+    jobs = [(n, edges[i], edges[i + 1]) for n in range(batch) for i in range(bands)]
+    if threads <= 1 or len(jobs) == 1:
+        for job in jobs:
+            kernel(*args, *job)
+        return
+    for future in [_pool().submit(kernel, *args, *job) for job in jobs]:
+        future.result()
+
+
+_NO_EXTRA = np.zeros((1, 1, 1, 1, 1))
+
+
+def coefficients(guide, src, radius, eps, mode, threads, extra=None):
+    """Pass 1: a (N x C x G x H x W) and b (N x C x H x W), float64 (see the module docstring)."""
+    n, c, h, w = src.shape
+    g = guide.shape[1]
+    a = np.empty((n, c, g, h, w))
+    b = np.empty((n, c, h, w))
+    kernel = _coefficients_gray if g == 1 else _coefficients_colour
+    extra = _NO_EXTRA if extra is None else extra
+    _run_bands(kernel, (guide, src, extra, mode, radius, float(eps), a, b), n, h, threads)
+    return a, b
+
+
+def apply(guide, a, b, radius, mode, threads, out_dtype):
+    """Pass 2: the filtered image (modes APPLY_MEAN / APPLY_SUM) or (mean_a, mean_b) (MEANS_ONLY)."""
+    n, c, g, h, w = a.shape
+    if mode == MEANS_ONLY:
+        out = _NO_EXTRA.reshape(1, 1, 1, 1)
+        mean_a, mean_b = np.empty_like(a), np.empty_like(b)
+    else:
+        out = np.empty((n, c, h, w), dtype=out_dtype)
+        mean_a, mean_b = _NO_EXTRA, _NO_EXTRA.reshape(1, 1, 1, 1)
+    _run_bands(_apply, (guide, a, b, mode, radius, out, mean_a, mean_b), n, h, threads)
+    return (mean_a, mean_b) if mode == MEANS_ONLY else out
