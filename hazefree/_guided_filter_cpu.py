@@ -5,15 +5,18 @@ disk, so importing hazefree compiles nothing). Every window statistic is a float
 outputs may be float32 or float64. Windows are clipped at the border and normalised by their true
 size, as in :mod:`hazefree.ops`.
 
-The filter is two passes over the image (He et al. 2013, Alg. 1; Ma et al. 2021, Alg. 1):
+The filter (He et al. 2013, Alg. 1; Ma et al. 2021, Alg. 1) is two box-filter stages:
 
-1. ``_coefficients_*``: window sums of I, I I^T, x and I x, then per pixel
-   a = (Sigma + eps U)^-1 cov(I, x) and b = mean(x) - a . mean(I)   (Alg. 1, lines 1-8);
-2. ``_apply_*``: window sums of a and b, then y = (sum(a) . I + sum(b)) / |w|   (lines 9-11).
+1. window sums of I, I I^T, x and I x, then per pixel a = (Sigma + eps U)^-1 cov(I, x) and
+   b = mean(x) - a . mean(I)   (Alg. 1, lines 1-8);
+2. window sums of a and b, then y = (S(a) . I + S(b)) / |w|   (lines 9-11).
 
-Each pass walks down a band of rows keeping the column sums of its window rows (one row enters,
-one leaves per step), and sums those along the row with a running sum, so the cost per pixel does
-not depend on r and the only full-size temporaries are the a and b planes.
+One kernel walks down a band of rows and runs both stages together: each stage keeps the column
+sums of its window rows (one row enters, one leaves per step) and sums them along the row with a
+running sum, so the cost per pixel does not depend on r; stage 1 runs r + 1 rows ahead of stage 2
+and hands its a and b rows over in a ring of 2 r + 2 rows. No full-size temporary is written: the
+output is the only image-sized array (fresh image-sized arrays cost as much as the arithmetic here,
+in page faults).
 
 Backward (Ma et al. 2021, Alg. 2, gradient w.r.t. x). With u = g / |w| for the upstream gradient g,
 Alg. 2 lines 4-6 read
@@ -21,11 +24,11 @@ Alg. 2 lines 4-6 read
     grad_b = S(u),  grad_a = S(u I) - grad_b mean(I),  c = (Sigma + eps U)^-1 grad_a,
     grad_x = S(c / |w|) . I + S((grad_b - c . mean(I)) / |w|)
 
-where S is the (unnormalised) window sum, the adjoint of the window mean being S(. / |w|). Pass 1
+where S is the (unnormalised) window sum, the adjoint of the window mean being S(. / |w|). Stage 1
 run on u in place of x gives a = c / |w| and b = (grad_b - c . mean(I)) / |w| exactly, so the
-backward is pass 1 on u followed by pass 2 without the final division by |w|: the same two kernels
-(``mode`` selects the variant). For the coefficients alone (the fast guided filter), the gradients
-G_a, G_b of mean_a, mean_b give grad_b = S(G_b / |w|) and S(u I) is replaced by S(G_a / |w|).
+backward is the same kernel on u, with stage 2 not dividing by |w| (``mode`` selects the variant).
+For the coefficients alone (the fast guided filter), the gradients G_a, G_b of mean_a, mean_b give
+grad_b = S(G_b / |w|), and S(u I) is replaced by S(G_a / |w|).
 """
 
 from __future__ import annotations
@@ -37,17 +40,16 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-_jit = numba.njit(nogil=True, cache=True)
+_jit = numba.njit(nogil=True, cache=True, error_model="numpy")
 
-# modes of the first pass: what plays the role of x and of I x
+# stage 1: what plays the role of x and of I x
 X_IS_SRC = 0  # forward: x = src, q = I x
 X_IS_SRC_OVER_COUNT = 1  # backward of the filter: x = g / |w|, q = I x
 X_AND_Q_GIVEN = 2  # backward of the coefficients: x = G_b / |w|, q = G_a / |w|
-# modes of the second pass
+# stage 2: what is written
 APPLY_MEAN = 0  # y = (S(a) . I + S(b)) / |w|
 APPLY_SUM = 1  # y = S(a) . I + S(b)   (backward)
 MEANS_ONLY = 2  # mean_a = S(a) / |w|, mean_b = S(b) / |w|, not applied
-
 
 @_jit
 def _inverse_counts(n, r):
@@ -114,8 +116,9 @@ def _accumulate(col, values, sign):
         col[x] += sign * values[x]
 
 
+
 # ---------------------------------------------------------------------------------------------
-# gray guide: guide N x 1 x H x W, src N x C x H x W, a N x C x 1 x H x W, b N x C x H x W
+# stage 1, gray guide: column-sum channels 0: I, 1: I^2, then per src channel c: x_c, q_c
 # ---------------------------------------------------------------------------------------------
 
 
@@ -151,101 +154,10 @@ def _gray_rows(cols, guide, src, extra, mode, n, y, sign, iny, inx, off):
                 cq[x] += sign * (ex[x] * inv_n)
 
 
-@_jit
-def _coefficients_gray(guide, src, extra, mode, r, eps, a_out, b_out, n, y0, y1):
-    h, w = guide.shape[2], guide.shape[3]
-    c_n = src.shape[1]
-    rv, rh = min(r, h), min(r, w)
-    iny, inx = _inverse_counts(h, rv), _inverse_counts(w, rh)
-    off = rh + 1
-    cols = np.zeros((2 + 2 * c_n, w + 2 * rh + 1))
-    sums = np.empty((2 + 2 * c_n, w))
-    for y in range(max(0, y0 - rv), min(h, y0 + rv + 1)):
-        _gray_rows(cols, guide, src, extra, mode, n, y, 1.0, iny, inx, off)
-    for y in range(y0, y1):
-        _all_window_sums(cols, sums, rh)
-        sy = iny[y]
-        s_i, s_ii = sums[0], sums[1]
-        for c in range(c_n):
-            s_x, s_q = sums[2 + 2 * c], sums[3 + 2 * c]
-            a_row, b_row = a_out[n, c, 0, y], b_out[n, c, y]
-            for x in range(w):
-                inv_n = sy * inx[x]
-                mean_i = s_i[x] * inv_n
-                var = max(s_ii[x] * inv_n - mean_i * mean_i, 0.0)
-                mean_x = s_x[x] * inv_n
-                a = (s_q[x] * inv_n - mean_i * mean_x) / (var + eps)
-                a_row[x] = a
-                b_row[x] = mean_x - a * mean_i
-        if y + 1 < y1:
-            if y + rv + 1 < h:
-                _gray_rows(cols, guide, src, extra, mode, n, y + rv + 1, 1.0, iny, inx, off)
-            if y - rv >= 0:
-                _gray_rows(cols, guide, src, extra, mode, n, y - rv, -1.0, iny, inx, off)
-
-
-@_jit
-def _ab_rows(cols, a, b, n, y, sign, off):
-    """Add or remove row y of a (N x C x G x H x W) and b (N x C x H x W): G + 1 channels per c."""
-    c_n, g_n, w = a.shape[1], a.shape[2], a.shape[4]
-    for c in range(c_n):
-        for g in range(g_n):
-            _accumulate(cols[c * (g_n + 1) + g, off : off + w], a[n, c, g, y], sign)
-        _accumulate(cols[c * (g_n + 1) + g_n, off : off + w], b[n, c, y], sign)
-
-
-@_jit
-def _apply(guide, a, b, mode, r, out, mean_a, mean_b, n, y0, y1):
-    """Second pass, any guide: window sums of a and b, then (mode) y = (S(a) . I + S(b)) [/ |w|],
-    or the window means of a and b themselves."""
-    h, w = guide.shape[2], guide.shape[3]
-    c_n, g_n = a.shape[1], a.shape[2]
-    rv, rh = min(r, h), min(r, w)
-    iny, inx = _inverse_counts(h, rv), _inverse_counts(w, rh)
-    off = rh + 1
-    k_n = c_n * (g_n + 1)
-    cols = np.zeros((k_n, w + 2 * rh + 1))
-    sums = np.empty((k_n, w))
-    for y in range(max(0, y0 - rv), min(h, y0 + rv + 1)):
-        _ab_rows(cols, a, b, n, y, 1.0, off)
-    for y in range(y0, y1):
-        _all_window_sums(cols, sums, rh)
-        sy = iny[y]
-        for c in range(c_n):
-            k = c * (g_n + 1)
-            s_b = sums[k + g_n]
-            if mode == MEANS_ONLY:
-                for g in range(g_n):
-                    s_a, m_a = sums[k + g], mean_a[n, c, g, y]
-                    for x in range(w):
-                        m_a[x] = s_a[x] * (sy * inx[x])
-                m_b = mean_b[n, c, y]
-                for x in range(w):
-                    m_b[x] = s_b[x] * (sy * inx[x])
-                continue
-            o = out[n, c, y]
-            scale = sy if mode == APPLY_MEAN else 1.0
-            if g_n == 1:
-                s_a, gi = sums[k], guide[n, 0, y]
-                for x in range(w):
-                    v = s_a[x] * gi[x] + s_b[x]
-                    o[x] = v * (scale * inx[x]) if mode == APPLY_MEAN else v
-            else:
-                s_a0, s_a1, s_a2 = sums[k], sums[k + 1], sums[k + 2]
-                g0, g1, g2 = guide[n, 0, y], guide[n, 1, y], guide[n, 2, y]
-                for x in range(w):
-                    v = s_a0[x] * g0[x] + s_a1[x] * g1[x] + s_a2[x] * g2[x] + s_b[x]
-                    o[x] = v * (scale * inx[x]) if mode == APPLY_MEAN else v
-        if y + 1 < y1:
-            if y + rv + 1 < h:
-                _ab_rows(cols, a, b, n, y + rv + 1, 1.0, off)
-            if y - rv >= 0:
-                _ab_rows(cols, a, b, n, y - rv, -1.0, off)
-
 
 # ---------------------------------------------------------------------------------------------
-# colour guide: guide N x 3 x H x W; column-sum channels 0-2: I_p, 3-8: I_p I_q (p <= q),
-# then per src channel c: x_c and q_{c,p} (4 channels from 9 + 4c)
+# stage 1, colour guide: channels 0-2: I_p, 3-8: I_p I_q (p <= q), then per src channel c: x_c and
+# q_{c,p} (4 channels from 9 + 4c)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -293,72 +205,175 @@ def _colour_rows(cols, guide, src, extra, mode, n, y, sign, iny, inx, off):
                 cq2[x] += sign * (np.float64(g2[x]) * v)
 
 
+
 @_jit
-def _coefficients_colour(guide, src, extra, mode, r, eps, a_out, b_out, n, y0, y1):
+def _stage1_rows(cols, guide, src, extra, mode, n, y, sign, iny, inx, off):
+    if guide.shape[1] == 1:
+        _gray_rows(cols, guide, src, extra, mode, n, y, sign, iny, inx, off)
+    else:
+        _colour_rows(cols, guide, src, extra, mode, n, y, sign, iny, inx, off)
+
+
+@_jit
+def _stage1_advance(cols, guide, src, extra, mode, n, row, rv, iny, inx, off):
+    """Move the stage-1 column sums from the window of ``row`` to that of ``row + 1``."""
+    h = guide.shape[2]
+    if row + rv + 1 < h:
+        _stage1_rows(cols, guide, src, extra, mode, n, row + rv + 1, 1.0, iny, inx, off)
+    if row - rv >= 0:
+        _stage1_rows(cols, guide, src, extra, mode, n, row - rv, -1.0, iny, inx, off)
+
+
+@_jit
+def _coefficient_row(sums, stats, eps, sy, inx, a_ring, b_ring, slot):
+    """a and b of one row from its stage-1 window sums, into ring ``slot``."""
+    c_n, g_n, w = a_ring.shape[0], a_ring.shape[1], a_ring.shape[3]
+    if g_n == 1:
+        s_i, s_ii = sums[0], sums[1]
+        for c in range(c_n):
+            s_x, s_q = sums[2 + 2 * c], sums[3 + 2 * c]
+            a_row, b_row = a_ring[c, 0, slot], b_ring[c, slot]
+            for x in range(w):
+                inv_n = sy * inx[x]
+                mean_i = s_i[x] * inv_n
+                var = max(s_ii[x] * inv_n - mean_i * mean_i, 0.0)
+                mean_x = s_x[x] * inv_n
+                a = (s_q[x] * inv_n - mean_i * mean_x) / (var + eps)
+                a_row[x] = a
+                b_row[x] = mean_x - a * mean_i
+        return
+    # colour: mean I, then (Sigma + eps U)^-1 (6 upper entries) per pixel, shared by all c
+    m0, m1, m2, t00, t01, t02, t11, t12, t22 = stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6], stats[7], stats[8]
+    for x in range(w):
+        inv_n = sy * inx[x]
+        u0, u1, u2 = sums[0, x] * inv_n, sums[1, x] * inv_n, sums[2, x] * inv_n
+        s00 = max(sums[3, x] * inv_n - u0 * u0, 0.0) + eps
+        s01 = sums[4, x] * inv_n - u0 * u1
+        s02 = sums[5, x] * inv_n - u0 * u2
+        s11 = max(sums[6, x] * inv_n - u1 * u1, 0.0) + eps
+        s12 = sums[7, x] * inv_n - u1 * u2
+        s22 = max(sums[8, x] * inv_n - u2 * u2, 0.0) + eps
+        # inverse of the symmetric 3 x 3 matrix by its adjugate
+        d00 = s11 * s22 - s12 * s12
+        d01 = s02 * s12 - s01 * s22
+        d02 = s01 * s12 - s02 * s11
+        inv_det = 1.0 / (s00 * d00 + s01 * d01 + s02 * d02)
+        m0[x], m1[x], m2[x] = u0, u1, u2
+        t00[x], t01[x], t02[x] = d00 * inv_det, d01 * inv_det, d02 * inv_det
+        t11[x] = (s00 * s22 - s02 * s02) * inv_det
+        t12[x] = (s01 * s02 - s00 * s12) * inv_det
+        t22[x] = (s00 * s11 - s01 * s01) * inv_det
+    for c in range(c_n):
+        k = 9 + 4 * c
+        s_x, s_q0, s_q1, s_q2 = sums[k], sums[k + 1], sums[k + 2], sums[k + 3]
+        a0_row, a1_row, a2_row, b_row = a_ring[c, 0, slot], a_ring[c, 1, slot], a_ring[c, 2, slot], b_ring[c, slot]
+        for x in range(w):
+            inv_n = sy * inx[x]
+            mean_x = s_x[x] * inv_n
+            v0 = s_q0[x] * inv_n - m0[x] * mean_x
+            v1 = s_q1[x] * inv_n - m1[x] * mean_x
+            v2 = s_q2[x] * inv_n - m2[x] * mean_x
+            a0 = t00[x] * v0 + t01[x] * v1 + t02[x] * v2
+            a1 = t01[x] * v0 + t11[x] * v1 + t12[x] * v2
+            a2 = t02[x] * v0 + t12[x] * v1 + t22[x] * v2
+            a0_row[x], a1_row[x], a2_row[x] = a0, a1, a2
+            b_row[x] = mean_x - (a0 * m0[x] + a1 * m1[x] + a2 * m2[x])
+
+
+@_jit
+def _ab_rows(cols, a_ring, b_ring, slot, sign, off):
+    """Add or remove one ring row of a and b to the stage-2 column sums (G + 1 channels per c)."""
+    c_n, g_n, w = a_ring.shape[0], a_ring.shape[1], a_ring.shape[3]
+    for c in range(c_n):
+        for g in range(g_n):
+            _accumulate(cols[c * (g_n + 1) + g, off : off + w], a_ring[c, g, slot], sign)
+        _accumulate(cols[c * (g_n + 1) + g_n, off : off + w], b_ring[c, slot], sign)
+
+
+@_jit
+def _output_row(sums, guide, out_mode, out, mean_a, mean_b, n, y, sy, inx):
+    """Stage 2 for row y from its window sums of a and b."""
+    c_n, g_n, w = out.shape[1] if out_mode != MEANS_ONLY else mean_b.shape[1], guide.shape[1], guide.shape[3]
+    for c in range(c_n):
+        k = c * (g_n + 1)
+        s_b = sums[k + g_n]
+        if out_mode == MEANS_ONLY:
+            for g in range(g_n):
+                s_a, m_a = sums[k + g], mean_a[n, c, g, y]
+                for x in range(w):
+                    m_a[x] = s_a[x] * (sy * inx[x])
+            m_b = mean_b[n, c, y]
+            for x in range(w):
+                m_b[x] = s_b[x] * (sy * inx[x])
+            continue
+        o = out[n, c, y]
+        if g_n == 1:
+            s_a, gi = sums[k], guide[n, 0, y]
+            if out_mode == APPLY_MEAN:
+                for x in range(w):
+                    o[x] = (s_a[x] * gi[x] + s_b[x]) * (sy * inx[x])
+            else:
+                for x in range(w):
+                    o[x] = s_a[x] * gi[x] + s_b[x]
+        else:
+            s_a0, s_a1, s_a2 = sums[k], sums[k + 1], sums[k + 2]
+            g0, g1, g2 = guide[n, 0, y], guide[n, 1, y], guide[n, 2, y]
+            scale = sy if out_mode == APPLY_MEAN else 1.0
+            for x in range(w):
+                v = s_a0[x] * g0[x] + s_a1[x] * g1[x] + s_a2[x] * g2[x] + s_b[x]
+                o[x] = v * (scale * inx[x]) if out_mode == APPLY_MEAN else v
+
+
+@_jit
+def _filter_band(guide, src, extra, mode, out_mode, r, eps, out, mean_a, mean_b, n, y0, y1):
+    """Both stages for output rows [y0, y1) of image n (see the module docstring)."""
     h, w = guide.shape[2], guide.shape[3]
-    c_n = src.shape[1]
+    g_n, c_n = guide.shape[1], src.shape[1]
     rv, rh = min(r, h), min(r, w)
     iny, inx = _inverse_counts(h, rv), _inverse_counts(w, rh)
     off = rh + 1
-    cols = np.zeros((9 + 4 * c_n, w + 2 * rh + 1))
-    sums = np.empty((9 + 4 * c_n, w))
-    # per row: mean I (3), then (Sigma + eps U)^-1 as its 6 upper entries
-    m0, m1, m2 = np.empty(w), np.empty(w), np.empty(w)
-    t00, t01, t02, t11, t12, t22 = np.empty(w), np.empty(w), np.empty(w), np.empty(w), np.empty(w), np.empty(w)
-    for y in range(max(0, y0 - rv), min(h, y0 + rv + 1)):
-        _colour_rows(cols, guide, src, extra, mode, n, y, 1.0, iny, inx, off)
+    k1 = 2 + 2 * c_n if g_n == 1 else 9 + 4 * c_n
+    k2 = c_n * (g_n + 1)
+    cols1, sums1 = np.zeros((k1, w + 2 * rh + 1)), np.empty((k1, w))
+    cols2, sums2 = np.zeros((k2, w + 2 * rh + 1)), np.empty((k2, w))
+    stats = np.empty((9, w))
+    ring = min(2 * rv + 2, h)
+    a_ring, b_ring = np.empty((c_n, g_n, ring, w)), np.empty((c_n, ring, w))
+
+    first, last = max(0, y0 - rv), min(h - 1, y1 - 1 + rv)  # rows of a and b that stage 2 reads
+    for y in range(max(0, first - rv), min(h, first + rv + 1)):
+        _stage1_rows(cols1, guide, src, extra, mode, n, y, 1.0, iny, inx, off)
+    row = first  # the row whose window cols1 sums
+    for q in range(first, min(h, y0 + rv + 1)):  # stage-2 window of y0
+        _all_window_sums(cols1, sums1, rh)
+        _coefficient_row(sums1, stats, eps, iny[q], inx, a_ring, b_ring, q % ring)
+        _ab_rows(cols2, a_ring, b_ring, q % ring, 1.0, off)
+        if row < last:
+            _stage1_advance(cols1, guide, src, extra, mode, n, row, rv, iny, inx, off)
+            row += 1
     for y in range(y0, y1):
-        _all_window_sums(cols, sums, rh)
-        sy = iny[y]
-        for x in range(w):
-            inv_n = sy * inx[x]
-            u0, u1, u2 = sums[0, x] * inv_n, sums[1, x] * inv_n, sums[2, x] * inv_n
-            s00 = max(sums[3, x] * inv_n - u0 * u0, 0.0) + eps
-            s01 = sums[4, x] * inv_n - u0 * u1
-            s02 = sums[5, x] * inv_n - u0 * u2
-            s11 = max(sums[6, x] * inv_n - u1 * u1, 0.0) + eps
-            s12 = sums[7, x] * inv_n - u1 * u2
-            s22 = max(sums[8, x] * inv_n - u2 * u2, 0.0) + eps
-            # inverse of the symmetric 3 x 3 matrix by its adjugate
-            d00 = s11 * s22 - s12 * s12
-            d01 = s02 * s12 - s01 * s22
-            d02 = s01 * s12 - s02 * s11
-            inv_det = 1.0 / (s00 * d00 + s01 * d01 + s02 * d02)
-            m0[x], m1[x], m2[x] = u0, u1, u2
-            t00[x], t01[x], t02[x] = d00 * inv_det, d01 * inv_det, d02 * inv_det
-            t11[x] = (s00 * s22 - s02 * s02) * inv_det
-            t12[x] = (s01 * s02 - s00 * s12) * inv_det
-            t22[x] = (s00 * s11 - s01 * s01) * inv_det
-        for c in range(c_n):
-            k = 9 + 4 * c
-            s_x, s_q0, s_q1, s_q2 = sums[k], sums[k + 1], sums[k + 2], sums[k + 3]
-            a0_row, a1_row, a2_row = a_out[n, c, 0, y], a_out[n, c, 1, y], a_out[n, c, 2, y]
-            b_row = b_out[n, c, y]
-            for x in range(w):
-                inv_n = sy * inx[x]
-                mean_x = s_x[x] * inv_n
-                v0 = s_q0[x] * inv_n - m0[x] * mean_x
-                v1 = s_q1[x] * inv_n - m1[x] * mean_x
-                v2 = s_q2[x] * inv_n - m2[x] * mean_x
-                a0 = t00[x] * v0 + t01[x] * v1 + t02[x] * v2
-                a1 = t01[x] * v0 + t11[x] * v1 + t12[x] * v2
-                a2 = t02[x] * v0 + t12[x] * v1 + t22[x] * v2
-                a0_row[x], a1_row[x], a2_row[x] = a0, a1, a2
-                b_row[x] = mean_x - (a0 * m0[x] + a1 * m1[x] + a2 * m2[x])
-        if y + 1 < y1:
-            if y + rv + 1 < h:
-                _colour_rows(cols, guide, src, extra, mode, n, y + rv + 1, 1.0, iny, inx, off)
-            if y - rv >= 0:
-                _colour_rows(cols, guide, src, extra, mode, n, y - rv, -1.0, iny, inx, off)
+        _all_window_sums(cols2, sums2, rh)
+        _output_row(sums2, guide, out_mode, out, mean_a, mean_b, n, y, iny[y], inx)
+        if y + 1 == y1:
+            break
+        q = y + rv + 1  # enters the window of y + 1
+        if q < h:
+            _all_window_sums(cols1, sums1, rh)
+            _coefficient_row(sums1, stats, eps, iny[q], inx, a_ring, b_ring, q % ring)
+            _ab_rows(cols2, a_ring, b_ring, q % ring, 1.0, off)
+            if row < last:
+                _stage1_advance(cols1, guide, src, extra, mode, n, row, rv, iny, inx, off)
+                row += 1
+        if y - rv >= 0:  # leaves it
+            _ab_rows(cols2, a_ring, b_ring, (y - rv) % ring, -1.0, off)
 
 
 # ---------------------------------------------------------------------------------------------
-# drivers: bands of rows on a thread pool (the kernels release the GIL)
+# driver: bands of rows on a thread pool (the kernel releases the GIL)
 # ---------------------------------------------------------------------------------------------
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
-_MIN_BAND_ROWS = 64  # below this, a band's start-up (2r + 1 rows of sums) outweighs the parallelism
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -369,42 +384,38 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def _run_bands(kernel, args: tuple, batch: int, height: int, threads: int) -> None:
-    """kernel(*args, n, y0, y1) for every image n and band of rows [y0, y1), in parallel."""
-    bands = max(1, min(threads, height // _MIN_BAND_ROWS))
-    edges = [round(i * height / bands) for i in range(bands + 1)]
-    jobs = [(n, edges[i], edges[i + 1]) for n in range(batch) for i in range(bands)]
-    if threads <= 1 or len(jobs) == 1:
-        for job in jobs:
-            kernel(*args, *job)
-        return
-    for future in [_pool().submit(kernel, *args, *job) for job in jobs]:
-        future.result()
+def _bands(height: int, radius: int, threads: int) -> list[tuple[int, int]]:
+    # a band repeats stage 1 on the r rows beyond each of its edges: bands of at least 2 r rows
+    count = max(1, min(threads, height // max(64, 2 * min(radius, height))))
+    edges = [round(i * height / count) for i in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
-_NO_EXTRA = np.zeros((1, 1, 1, 1, 1))
+_NO_ARRAY = np.zeros((1, 1, 1, 1, 1))
 
 
-def coefficients(guide, src, radius, eps, mode, threads, extra=None):
-    """Pass 1: a (N x C x G x H x W) and b (N x C x H x W), float64 (see the module docstring)."""
+def guided_filter(guide, src, radius, eps, mode, out_mode, threads, out_dtype=np.float64, extra=None):
+    """The filter (or its adjoint, or the coefficient means) of N x C x H x W arrays.
+
+    guide: N x G x H x W (G = 1 or 3), src: N x C x H x W, float32 or float64, C-contiguous;
+    ``extra`` (N x C x G x H x W float64) only with X_AND_Q_GIVEN. Returns the N x C x H x W output
+    in ``out_dtype``, or (mean_a N x C x G x H x W, mean_b N x C x H x W) float64 with MEANS_ONLY.
+    Bands of rows of every image run in parallel on ``threads`` threads.
+    """
     n, c, h, w = src.shape
     g = guide.shape[1]
-    a = np.empty((n, c, g, h, w))
-    b = np.empty((n, c, h, w))
-    kernel = _coefficients_gray if g == 1 else _coefficients_colour
-    extra = _NO_EXTRA if extra is None else extra
-    _run_bands(kernel, (guide, src, extra, mode, radius, float(eps), a, b), n, h, threads)
-    return a, b
-
-
-def apply(guide, a, b, radius, mode, threads, out_dtype):
-    """Pass 2: the filtered image (modes APPLY_MEAN / APPLY_SUM) or (mean_a, mean_b) (MEANS_ONLY)."""
-    n, c, g, h, w = a.shape
-    if mode == MEANS_ONLY:
-        out = _NO_EXTRA.reshape(1, 1, 1, 1)
-        mean_a, mean_b = np.empty_like(a), np.empty_like(b)
+    if out_mode == MEANS_ONLY:
+        out = _NO_ARRAY.reshape(1, 1, 1, 1)
+        mean_a, mean_b = np.empty((n, c, g, h, w)), np.empty((n, c, h, w))
     else:
         out = np.empty((n, c, h, w), dtype=out_dtype)
-        mean_a, mean_b = _NO_EXTRA, _NO_EXTRA.reshape(1, 1, 1, 1)
-    _run_bands(_apply, (guide, a, b, mode, radius, out, mean_a, mean_b), n, h, threads)
-    return (mean_a, mean_b) if mode == MEANS_ONLY else out
+        mean_a, mean_b = _NO_ARRAY, _NO_ARRAY.reshape(1, 1, 1, 1)
+    args = (guide, src, _NO_ARRAY if extra is None else extra, mode, out_mode, radius, float(eps), out, mean_a, mean_b)
+    jobs = [(i, y0, y1) for i in range(n) for y0, y1 in _bands(h, radius, threads)]
+    if threads <= 1 or len(jobs) == 1:
+        for job in jobs:
+            _filter_band(*args, *job)
+    else:
+        for future in [_pool().submit(_filter_band, *args, *job) for job in jobs]:
+            future.result()
+    return (mean_a, mean_b) if out_mode == MEANS_ONLY else out

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -249,9 +248,10 @@ def _kernel_filter(guide: Tensor, src: Tensor, radius: int, eps: float, backward
     dtype = _kernel_dtype(guide, src)
     g, x = _as_array(guide, dtype), _as_array(src, dtype)
     threads = torch.get_num_threads()
-    mode = k.X_IS_SRC_OVER_COUNT if backward else k.X_IS_SRC
-    a, b = k.coefficients(g, x, radius, eps, mode, threads)
-    y = k.apply(g, a, b, radius, k.APPLY_SUM if backward else k.APPLY_MEAN, threads, x.dtype)
+    if backward:
+        y = k.guided_filter(g, x, radius, eps, k.X_IS_SRC_OVER_COUNT, k.APPLY_SUM, threads, x.dtype)
+    else:
+        y = k.guided_filter(g, x, radius, eps, k.X_IS_SRC, k.APPLY_MEAN, threads, x.dtype)
     return torch.from_numpy(y)
 
 
@@ -326,8 +326,7 @@ class _KernelCoefficients(torch.autograd.Function):
         dtype = _kernel_dtype(guide, src)
         g, x = _as_array(guide, dtype), _as_array(src, dtype)
         threads = torch.get_num_threads()
-        a, b = k.coefficients(g, x, radius, eps, k.X_IS_SRC, threads)
-        mean_a, mean_b = k.apply(g, a, b, radius, k.MEANS_ONLY, threads, None)
+        mean_a, mean_b = k.guided_filter(g, x, radius, eps, k.X_IS_SRC, k.MEANS_ONLY, threads)
         ctx.save_for_backward(guide)
         ctx.radius, ctx.eps, ctx.src_dtype = radius, eps, src.dtype
         mean_a = torch.from_numpy(mean_a)
@@ -342,8 +341,7 @@ class _KernelCoefficients(torch.autograd.Function):
         ga = _as_array(grad_mean_a.reshape(n, c, guide.shape[1], *guide.shape[-2:]), torch.float64)
         gb = _as_array(grad_mean_b, torch.float64)
         threads = torch.get_num_threads()
-        a, b = k.coefficients(g, gb, ctx.radius, ctx.eps, k.X_AND_Q_GIVEN, threads, extra=ga)
-        grad_x = k.apply(g, a, b, ctx.radius, k.APPLY_SUM, threads, np.float64)
+        grad_x = k.guided_filter(g, gb, ctx.radius, ctx.eps, k.X_AND_Q_GIVEN, k.APPLY_SUM, threads, extra=ga)
         return None, torch.from_numpy(grad_x).to(ctx.src_dtype), None, None
 
 
