@@ -44,7 +44,14 @@ def rgb_to_gray(image: Tensor) -> Tensor:
     if image.dim() != 4 or image.shape[1] != 3:
         raise ValueError(f"rgb_to_gray expects N x 3 x H x W, got shape {tuple(image.shape)}")
     w = torch.tensor(_LUMA, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-    return (image * w).sum(dim=1, keepdim=True)
+    if torch.is_grad_enabled() and image.requires_grad:
+        return (image * w).sum(dim=1, keepdim=True)
+    # the same sum, (R w_R + G w_G) + B w_B, accumulated in place: two planes instead of three
+    y = image[:, :1] * w[:, :1]
+    term = torch.empty_like(y)
+    for c in (1, 2):
+        y += torch.mul(image[:, c : c + 1], w[:, c : c + 1], out=term)
+    return y
 
 
 def _window_bounds(n: int, r: int, device: torch.device) -> tuple[Tensor, Tensor]:

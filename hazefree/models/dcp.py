@@ -5,6 +5,7 @@ The classical baseline of both papers. No trainable parameters.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..ops import guided_filter, rgb_to_gray
@@ -43,8 +44,12 @@ class DarkChannelPrior(nn.Module):
 
     def forward(self, hazy: Tensor) -> DehazeOutput:
         a = estimate_airlight(hazy, self.airlight)
-        coarse = 1.0 - self.omega * dark_channel(hazy / a, self.patch_size)
-        t = guided_filter(rgb_to_gray(hazy), coarse, self.radius, self.eps).clamp(0.0, 1.0)
+        if torch.is_grad_enabled() and hazy.requires_grad:
+            coarse = 1.0 - self.omega * dark_channel(hazy / a, self.patch_size)
+            t = guided_filter(rgb_to_gray(hazy), coarse, self.radius, self.eps).clamp(0.0, 1.0)
+        else:  # the same values with fewer image-sized temporaries (they cost page faults)
+            coarse = dark_channel(_scaled_min(hazy, a), self.patch_size).mul_(-self.omega).add_(1.0)
+            t = guided_filter(rgb_to_gray(hazy), coarse, self.radius, self.eps).clamp_(0.0, 1.0)
         clear = remove_haze(hazy, t, a, t_min=self.t_min)
         return DehazeOutput(clear=clear, transmission=t, airlight=a, coarse_transmission=coarse)
 
@@ -53,6 +58,16 @@ class DarkChannelPrior(nn.Module):
             f"patch_size={self.patch_size}, omega={self.omega}, t_min={self.t_min}, "
             f"radius={self.radius}, eps={self.eps}, airlight={self.airlight!r}"
         )
+
+
+def _scaled_min(image: Tensor, a: Tensor) -> Tensor:
+    """min over channels of image / a (N x 1 x H x W), one channel at a time: ``(image / a).amin(1)``
+    without its N x 3 x H x W quotient."""
+    out = image[:, :1] / a[:, :1]
+    quotient = torch.empty_like(out)
+    for c in range(1, image.shape[1]):
+        torch.minimum(out, torch.div(image[:, c : c + 1], a[:, c : c + 1], out=quotient), out=out)
+    return out
 
 
 def dcp(**kwargs) -> DarkChannelPrior:
