@@ -325,6 +325,21 @@ def _output_row(sums, guide, out_mode, out, mean_a, mean_b, n, y, sy, inx):
 
 
 @_jit
+def _enter_row(cols1, sums1, stats, cols2, a_ring, b_ring, guide, src, extra, mode, eps, n, row, last, rv, rh,
+               iny, inx, off):
+    """a and b of ``row`` (the row whose window cols1 sums) into the ring and the stage-2 column
+    sums; then cols1 moves on to the next row unless ``row`` is the ``last`` one needed."""
+    _all_window_sums(cols1, sums1, rh)
+    slot = row % a_ring.shape[2]
+    _coefficient_row(sums1, stats, eps, iny[row], inx, a_ring, b_ring, slot)
+    _ab_rows(cols2, a_ring, b_ring, slot, 1.0, off)
+    if row < last:
+        _stage1_advance(cols1, guide, src, extra, mode, n, row, rv, iny, inx, off)
+        return row + 1
+    return row
+
+
+@_jit
 def _filter_band(guide, src, extra, mode, out_mode, r, eps, out, mean_a, mean_b, n, y0, y1):
     """Both stages for output rows [y0, y1) of image n (see the module docstring)."""
     h, w = guide.shape[2], guide.shape[3]
@@ -345,12 +360,8 @@ def _filter_band(guide, src, extra, mode, out_mode, r, eps, out, mean_a, mean_b,
         _stage1_rows(cols1, guide, src, extra, mode, n, y, 1.0, iny, inx, off)
     row = first  # the row whose window cols1 sums
     for q in range(first, min(h, y0 + rv + 1)):  # stage-2 window of y0
-        _all_window_sums(cols1, sums1, rh)
-        _coefficient_row(sums1, stats, eps, iny[q], inx, a_ring, b_ring, q % ring)
-        _ab_rows(cols2, a_ring, b_ring, q % ring, 1.0, off)
-        if row < last:
-            _stage1_advance(cols1, guide, src, extra, mode, n, row, rv, iny, inx, off)
-            row += 1
+        row = _enter_row(cols1, sums1, stats, cols2, a_ring, b_ring, guide, src, extra, mode, eps, n, row,
+                         last, rv, rh, iny, inx, off)
     for y in range(y0, y1):
         _all_window_sums(cols2, sums2, rh)
         _output_row(sums2, guide, out_mode, out, mean_a, mean_b, n, y, iny[y], inx)
@@ -358,12 +369,8 @@ def _filter_band(guide, src, extra, mode, out_mode, r, eps, out, mean_a, mean_b,
             break
         q = y + rv + 1  # enters the window of y + 1
         if q < h:
-            _all_window_sums(cols1, sums1, rh)
-            _coefficient_row(sums1, stats, eps, iny[q], inx, a_ring, b_ring, q % ring)
-            _ab_rows(cols2, a_ring, b_ring, q % ring, 1.0, off)
-            if row < last:
-                _stage1_advance(cols1, guide, src, extra, mode, n, row, rv, iny, inx, off)
-                row += 1
+            row = _enter_row(cols1, sums1, stats, cols2, a_ring, b_ring, guide, src, extra, mode, eps, n, row,
+                             last, rv, rh, iny, inx, off)
         if y - rv >= 0:  # leaves it
             _ab_rows(cols2, a_ring, b_ring, (y - rv) % ring, -1.0, off)
 
