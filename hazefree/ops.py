@@ -429,7 +429,10 @@ def fast_guided_filter(
     up_b = F.interpolate(mean_b.to(src_lr.dtype), size=size, mode="bilinear", align_corners=False)
     if mean_a.dim() == 5:
         up_a = up_a.reshape(n, c, 3, *size)
-    return _apply(guide_hr.to(src_lr.dtype), up_a, up_b)
+    guide = guide_hr.to(src_lr.dtype)
+    if mean_a.dim() == 4 and not (torch.is_grad_enabled() and any(t.requires_grad for t in (up_a, up_b, guide))):
+        return up_a.mul_(guide).add_(up_b)  # _apply in place: two full-size planes fewer
+    return _apply(guide, up_a, up_b)
 
 
 class GuidedFilter(torch.nn.Module):
