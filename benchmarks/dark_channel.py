@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from machine import cpu_model, load_average, median_ms  # benchmarks/machine.py
+from machine import cpu_model, interleaved_ms, load_average  # benchmarks/machine.py
 
 from hazefree.physics import _min_filter_1d, dark_channel
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; torch/OpenCV threads: {args.threads}")
     print(f"Load average at start (1/5/15 min): {load_average()}")
     print(f"Versions: Python {platform.python_version()}, torch {torch.__version__}, OpenCV {cv2.__version__}")
-    print(f"Settings: {args.patch} x {args.patch} patch, float32 RGB, median of {args.repeats} runs after a warm-up.")
+    print(f"Settings: {args.patch} x {args.patch} patch, float32 RGB, median of {args.repeats} interleaved runs after a warm-up.")
     print()
     print("| size (W x H) | ours (ms) | ours, torch path (ms) | max_pool2d (ms) | cv2.erode (ms) | ours / max_pool2d "
           "| ours / cv2.erode | torch path / max_pool2d |")
@@ -76,10 +76,16 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{size}: dark_channel differs from the max_pool2d reference")
         if not np.array_equal(ours[0, 0].numpy(), opencv_dark_channel(pixels, args.patch)):
             raise SystemExit(f"{size}: dark_channel differs from cv2.erode")
-        t_ours = median_ms(lambda: dark_channel(image, args.patch), args.repeats)
-        t_torch = median_ms(lambda: doubling_dark_channel(image, args.patch), args.repeats)
-        t_pool = median_ms(lambda: max_pool_dark_channel(image, args.patch), args.repeats)
-        t_cv = median_ms(lambda: opencv_dark_channel(pixels, args.patch), args.repeats)
+        t = interleaved_ms(
+            {
+                "ours": lambda: dark_channel(image, args.patch),
+                "torch": lambda: doubling_dark_channel(image, args.patch),
+                "pool": lambda: max_pool_dark_channel(image, args.patch),
+                "cv": lambda: opencv_dark_channel(pixels, args.patch),
+            },
+            args.repeats,
+        )
+        t_ours, t_torch, t_pool, t_cv = t["ours"], t["torch"], t["pool"], t["cv"]
         print(f"| {w} x {h} | {t_ours:.1f} | {t_torch:.1f} | {t_pool:.1f} | {t_cv:.1f} | {t_ours / t_pool:.2f} "
               f"| {t_ours / t_cv:.2f} | {t_torch / t_pool:.2f} |")
 

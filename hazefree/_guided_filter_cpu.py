@@ -398,6 +398,16 @@ def _bands(height: int, radius: int, threads: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def run_bands(kernel, args: tuple, jobs: list[tuple], threads: int) -> None:
+    """kernel(*args, *job) for every job; on the thread pool when there are several threads."""
+    if threads <= 1 or len(jobs) == 1:
+        for job in jobs:
+            kernel(*args, *job)
+        return
+    for future in [_pool().submit(kernel, *args, *job) for job in jobs]:
+        future.result()
+
+
 _NO_ARRAY = np.zeros((1, 1, 1, 1, 1))
 
 
@@ -418,11 +428,33 @@ def guided_filter(guide, src, radius, eps, mode, out_mode, threads, out_dtype=np
         out = np.empty((n, c, h, w), dtype=out_dtype)
         mean_a, mean_b = _NO_ARRAY, _NO_ARRAY.reshape(1, 1, 1, 1)
     args = (guide, src, _NO_ARRAY if extra is None else extra, mode, out_mode, radius, float(eps), out, mean_a, mean_b)
-    jobs = [(i, y0, y1) for i in range(n) for y0, y1 in _bands(h, radius, threads)]
-    if threads <= 1 or len(jobs) == 1:
-        for job in jobs:
-            _filter_band(*args, *job)
-    else:
-        for future in [_pool().submit(_filter_band, *args, *job) for job in jobs]:
-            future.result()
+    run_bands(_filter_band, args, [(i, y0, y1) for i in range(n) for y0, y1 in _bands(h, radius, threads)], threads)
     return (mean_a, mean_b) if out_mode == MEANS_ONLY else out
+
+
+# ---------------------------------------------------------------------------------------------
+# haze removal (DCP inference): one pass instead of four over the image
+# ---------------------------------------------------------------------------------------------
+
+
+@_jit
+def _recover_rows(hazy, t, a, t_min, out, n, y0, y1):
+    for c in range(hazy.shape[1]):
+        ac = a[n, c]
+        for y in range(y0, y1):
+            i_row, t_row, o_row = hazy[n, c, y], t[n, 0, y], out[n, c, y]
+            for x in range(hazy.shape[3]):
+                v = (i_row[x] - ac) / max(t_row[x], t_min) + ac
+                o_row[x] = min(max(v, 0.0), 1.0)  # exact: v itself, 0 or 1
+
+
+def recover(hazy, t, a, t_min, threads):
+    """clip((I - A) / max(t, t_min) + A, 0, 1) (Ma et al. 2021, eq. 42) of N x 3 x H x W ``hazy``,
+    N x 1 x H x W ``t`` and N x 3 ``a``, all of one float dtype, in that dtype: the operations of
+    :func:`hazefree.physics.remove_haze` in the same order, so the same values."""
+    n, _, h, _ = hazy.shape
+    out = np.empty_like(hazy)
+    rows = max(1, -(-h // max(1, threads)))
+    jobs = [(i, y0, min(h, y0 + rows)) for i in range(n) for y0 in range(0, h, rows)]
+    run_bands(_recover_rows, (hazy, t, a, hazy.dtype.type(t_min), out), jobs, threads)
+    return out

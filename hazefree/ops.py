@@ -328,9 +328,9 @@ class _GuidedFilterFunction(torch.autograd.Function):
 class _KernelCoefficients(torch.autograd.Function):
     """(mean_a, mean_b) of Alg. 1 on the CPU kernels, float64, with the gradient w.r.t. src.
 
-    The guide is a constant. Backward: for the gradients G_a, G_b of mean_a, mean_b, the first
-    kernel pass run on x = G_b / |w| with I x replaced by G_a / |w|, then the second pass without
-    the division by |w| (derivation in :mod:`hazefree._guided_filter_cpu`).
+    The guide is a constant. Backward: for the gradients G_a, G_b of mean_a, mean_b, the kernel's
+    stage 1 on x = G_b / |w| with I x replaced by G_a / |w|, then stage 2 without the division by
+    |w| (derivation in :mod:`hazefree._guided_filter_cpu`).
     """
 
     @staticmethod

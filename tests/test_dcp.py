@@ -128,3 +128,17 @@ def test_inference_path_equals_autograd_path():
     slow = model(hazy.clone().requires_grad_(True))
     for name in ("clear", "transmission", "airlight", "coarse_transmission"):
         torch.testing.assert_close(getattr(fast, name), getattr(slow, name).detach(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_recovery_equals_remove_haze(dtype):
+    # DCP's CPU inference recovers J in one kernel pass: the same operations as remove_haze
+    from hazefree.ops import _cpu_kernels
+    from hazefree.physics import remove_haze
+
+    g = torch.Generator().manual_seed(0)
+    hazy = torch.rand(2, 3, 33, 47, generator=g, dtype=dtype)
+    t = torch.rand(2, 1, 33, 47, generator=g, dtype=dtype)
+    a = torch.rand(2, 3, 1, 1, generator=g, dtype=dtype) * 0.5 + 0.5
+    got = _cpu_kernels().recover(hazy.numpy(), t.numpy(), a.reshape(2, 3).numpy(), 0.1, threads=3)
+    assert torch.equal(torch.from_numpy(got), remove_haze(hazy, t, a, t_min=0.1))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..ops import guided_filter, rgb_to_gray
+from ..ops import _cpu_kernels, guided_filter, rgb_to_gray
 from ..physics import dark_channel, estimate_airlight, remove_haze
 from .outputs import DehazeOutput
 
@@ -50,6 +50,12 @@ class DarkChannelPrior(nn.Module):
         else:  # the same values with fewer image-sized temporaries (they cost page faults)
             coarse = dark_channel(_scaled_min(hazy, a), self.patch_size).mul_(-self.omega).add_(1.0)
             t = guided_filter(rgb_to_gray(hazy), coarse, self.radius, self.eps).clamp_(0.0, 1.0)
+            kernels = _cpu_kernels() if hazy.device.type == "cpu" and hazy.dtype == t.dtype == a.dtype else None
+            if kernels is not None:  # remove_haze in one pass over the image (same operations)
+                clear = torch.from_numpy(kernels.recover(
+                    hazy.contiguous().numpy(), t.contiguous().numpy(), a.reshape(a.shape[0], -1).contiguous().numpy(),
+                    self.t_min, torch.get_num_threads()))
+                return DehazeOutput(clear=clear, transmission=t, airlight=a, coarse_transmission=coarse)
         clear = remove_haze(hazy, t, a, t_min=self.t_min)
         return DehazeOutput(clear=clear, transmission=t, airlight=a, coarse_transmission=coarse)
 
