@@ -433,8 +433,35 @@ def guided_filter(guide, src, radius, eps, mode, out_mode, threads, out_dtype=np
 
 
 # ---------------------------------------------------------------------------------------------
-# haze removal (DCP inference): one pass instead of four over the image
+# DCP inference: the elementwise steps around the filter, one pass each over the image
 # ---------------------------------------------------------------------------------------------
+
+
+@_jit
+def _gray_min_rows(image, luma, a, gray, dark, n, y0, y1):
+    w0, w1, w2 = luma[0], luma[1], luma[2]
+    a0, a1, a2 = a[n, 0], a[n, 1], a[n, 2]
+    for y in range(y0, y1):
+        r, g, b, o_gray, o_min = image[n, 0, y], image[n, 1, y], image[n, 2, y], gray[n, 0, y], dark[n, 0, y]
+        for x in range(image.shape[3]):
+            o_gray[x] = (r[x] * w0 + g[x] * w1) + b[x] * w2
+            o_min[x] = min(min(r[x] / a0, g[x] / a1), b[x] / a2)
+
+
+def gray_and_scaled_min(image, luma, a, threads):
+    """(luma-weighted gray, min over channels of image / a), each N x 1 x H x W, of an N x 3 x H x W
+    ``image``, weights ``luma`` (3,) and airlight ``a`` (N x 3), all of one float dtype: the
+    operations of :func:`hazefree.ops.rgb_to_gray` and of the minimum of the quotients, in the same
+    order, so the same values."""
+    n, _, h, w = image.shape
+    gray, dark = np.empty((n, 1, h, w), image.dtype), np.empty((n, 1, h, w), image.dtype)
+    run_bands(_gray_min_rows, (image, luma, a, gray, dark), _row_jobs(n, h, threads), threads)
+    return gray, dark
+
+
+def _row_jobs(n: int, h: int, threads: int) -> list[tuple[int, int, int]]:
+    rows = max(1, -(-h // max(1, threads)))
+    return [(i, y0, min(h, y0 + rows)) for i in range(n) for y0 in range(0, h, rows)]
 
 
 @_jit
@@ -454,7 +481,5 @@ def recover(hazy, t, a, t_min, threads):
     :func:`hazefree.physics.remove_haze` in the same order, so the same values."""
     n, _, h, _ = hazy.shape
     out = np.empty_like(hazy)
-    rows = max(1, -(-h // max(1, threads)))
-    jobs = [(i, y0, min(h, y0 + rows)) for i in range(n) for y0 in range(0, h, rows)]
-    run_bands(_recover_rows, (hazy, t, a, hazy.dtype.type(t_min), out), jobs, threads)
+    run_bands(_recover_rows, (hazy, t, a, hazy.dtype.type(t_min), out), _row_jobs(n, h, threads), threads)
     return out

@@ -131,8 +131,8 @@ def test_inference_path_equals_autograd_path():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_recovery_equals_remove_haze(dtype):
-    # DCP's CPU inference recovers J in one kernel pass: the same operations as remove_haze
+def test_fused_steps_equal_torch_ops(dtype):
+    # DCP's CPU inference runs its elementwise steps as kernel passes: the same operations
     from hazefree.ops import _cpu_kernels
     from hazefree.physics import remove_haze
 
@@ -142,3 +142,8 @@ def test_fused_recovery_equals_remove_haze(dtype):
     a = torch.rand(2, 3, 1, 1, generator=g, dtype=dtype) * 0.5 + 0.5
     got = _cpu_kernels().recover(hazy.numpy(), t.numpy(), a.reshape(2, 3).numpy(), 0.1, threads=3)
     assert torch.equal(torch.from_numpy(got), remove_haze(hazy, t, a, t_min=0.1))
+    # and the guide and the min over channels of I / A, as rgb_to_gray and (I / A).amin(1) give them
+    luma = np.array([0.299, 0.587, 0.114], dtype=hazy.numpy().dtype)
+    gray, scaled_min = _cpu_kernels().gray_and_scaled_min(hazy.numpy(), luma, a.reshape(2, 3).numpy(), threads=3)
+    assert torch.equal(torch.from_numpy(gray), (hazy * torch.from_numpy(luma).view(1, 3, 1, 1)).sum(1, keepdim=True))
+    assert torch.equal(torch.from_numpy(scaled_min), (hazy / a).amin(dim=1, keepdim=True))

@@ -5,10 +5,11 @@ The classical baseline of both papers. No trainable parameters.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..ops import _cpu_kernels, guided_filter, rgb_to_gray
+from ..ops import _LUMA, _cpu_kernels, guided_filter, rgb_to_gray
 from ..physics import dark_channel, estimate_airlight, remove_haze
 from .outputs import DehazeOutput
 
@@ -47,16 +48,24 @@ class DarkChannelPrior(nn.Module):
         if torch.is_grad_enabled() and hazy.requires_grad:
             coarse = 1.0 - self.omega * dark_channel(hazy / a, self.patch_size)
             t = guided_filter(rgb_to_gray(hazy), coarse, self.radius, self.eps).clamp(0.0, 1.0)
-        else:  # the same values with fewer image-sized temporaries (they cost page faults)
-            coarse = dark_channel(_scaled_min(hazy, a), self.patch_size).mul_(-self.omega).add_(1.0)
-            t = guided_filter(rgb_to_gray(hazy), coarse, self.radius, self.eps).clamp_(0.0, 1.0)
-            kernels = _cpu_kernels() if hazy.device.type == "cpu" and hazy.dtype == t.dtype == a.dtype else None
-            if kernels is not None:  # remove_haze in one pass over the image (same operations)
-                clear = torch.from_numpy(kernels.recover(
-                    hazy.contiguous().numpy(), t.contiguous().numpy(), a.reshape(a.shape[0], -1).contiguous().numpy(),
-                    self.t_min, torch.get_num_threads()))
-                return DehazeOutput(clear=clear, transmission=t, airlight=a, coarse_transmission=coarse)
-        clear = remove_haze(hazy, t, a, t_min=self.t_min)
+            return DehazeOutput(remove_haze(hazy, t, a, t_min=self.t_min), t, a, coarse)
+        # Inference: the same operations in the same order (so the same values), with fewer
+        # image-sized temporaries, which cost as much as the arithmetic in page faults; on the CPU
+        # the elementwise steps run as single passes on the guided filter's kernels.
+        kernels = _cpu_kernels() if hazy.device.type == "cpu" and hazy.dtype == a.dtype else None
+        threads = torch.get_num_threads()
+        if kernels is not None:
+            image, a_rows = hazy.contiguous().numpy(), a.reshape(a.shape[0], -1).contiguous().numpy()
+            luma = np.asarray(_LUMA, dtype=image.dtype)
+            gray, scaled_min = (torch.from_numpy(v) for v in kernels.gray_and_scaled_min(image, luma, a_rows, threads))
+        else:
+            gray, scaled_min = rgb_to_gray(hazy), _scaled_min(hazy, a)
+        coarse = dark_channel(scaled_min, self.patch_size).mul_(-self.omega).add_(1.0)
+        t = guided_filter(gray, coarse, self.radius, self.eps).clamp_(0.0, 1.0)
+        if kernels is not None:
+            clear = torch.from_numpy(kernels.recover(image, t.numpy(), a_rows, self.t_min, threads))
+        else:
+            clear = remove_haze(hazy, t, a, t_min=self.t_min)
         return DehazeOutput(clear=clear, transmission=t, airlight=a, coarse_transmission=coarse)
 
     def extra_repr(self) -> str:
