@@ -391,8 +391,13 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def _bands(height: int, radius: int, threads: int) -> list[tuple[int, int]]:
+# below this many pixels per thread, handing work to the pool costs more than it saves
+_MIN_PIXELS_PER_THREAD = 2**18
+
+
+def _bands(height: int, width: int, radius: int, threads: int) -> list[tuple[int, int]]:
     # a band repeats stage 1 on the r rows beyond each of its edges: bands of at least 2 r rows
+    threads = min(threads, height * width // _MIN_PIXELS_PER_THREAD)
     count = max(1, min(threads, height // max(64, 2 * min(radius, height))))
     edges = [round(i * height / count) for i in range(count + 1)]
     return list(zip(edges[:-1], edges[1:]))
@@ -428,7 +433,7 @@ def guided_filter(guide, src, radius, eps, mode, out_mode, threads, out_dtype=np
         out = np.empty((n, c, h, w), dtype=out_dtype)
         mean_a, mean_b = _NO_ARRAY, _NO_ARRAY.reshape(1, 1, 1, 1)
     args = (guide, src, _NO_ARRAY if extra is None else extra, mode, out_mode, radius, float(eps), out, mean_a, mean_b)
-    run_bands(_filter_band, args, [(i, y0, y1) for i in range(n) for y0, y1 in _bands(h, radius, threads)], threads)
+    run_bands(_filter_band, args, [(i, y0, y1) for i in range(n) for y0, y1 in _bands(h, w, radius, threads)], threads)
     return (mean_a, mean_b) if out_mode == MEANS_ONLY else out
 
 
@@ -455,12 +460,13 @@ def gray_and_scaled_min(image, luma, a, threads):
     order, so the same values."""
     n, _, h, w = image.shape
     gray, dark = np.empty((n, 1, h, w), image.dtype), np.empty((n, 1, h, w), image.dtype)
-    run_bands(_gray_min_rows, (image, luma, a, gray, dark), _row_jobs(n, h, threads), threads)
+    run_bands(_gray_min_rows, (image, luma, a, gray, dark), _row_jobs(n, h, w, threads), threads)
     return gray, dark
 
 
-def _row_jobs(n: int, h: int, threads: int) -> list[tuple[int, int, int]]:
-    rows = max(1, -(-h // max(1, threads)))
+def _row_jobs(n: int, h: int, w: int, threads: int) -> list[tuple[int, int, int]]:
+    threads = max(1, min(threads, h * w // _MIN_PIXELS_PER_THREAD))
+    rows = -(-h // threads)
     return [(i, y0, min(h, y0 + rows)) for i in range(n) for y0 in range(0, h, rows)]
 
 
@@ -479,7 +485,7 @@ def recover(hazy, t, a, t_min, threads):
     """clip((I - A) / max(t, t_min) + A, 0, 1) (Ma et al. 2021, eq. 42) of N x 3 x H x W ``hazy``,
     N x 1 x H x W ``t`` and N x 3 ``a``, all of one float dtype, in that dtype: the operations of
     :func:`hazefree.physics.remove_haze` in the same order, so the same values."""
-    n, _, h, _ = hazy.shape
+    n, _, h, w = hazy.shape
     out = np.empty_like(hazy)
-    run_bands(_recover_rows, (hazy, t, a, hazy.dtype.type(t_min), out), _row_jobs(n, h, threads), threads)
+    run_bands(_recover_rows, (hazy, t, a, hazy.dtype.type(t_min), out), _row_jobs(n, h, w, threads), threads)
     return out

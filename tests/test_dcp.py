@@ -131,10 +131,12 @@ def test_inference_path_equals_autograd_path():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_steps_equal_torch_ops(dtype):
+def test_fused_steps_equal_torch_ops(dtype, monkeypatch):
     # DCP's CPU inference runs its elementwise steps as kernel passes: the same operations
     from hazefree.ops import _cpu_kernels
     from hazefree.physics import remove_haze
+
+    monkeypatch.setattr(_cpu_kernels(), "_MIN_PIXELS_PER_THREAD", 256)  # several bands of rows
 
     g = torch.Generator().manual_seed(0)
     hazy = torch.rand(2, 3, 33, 47, generator=g, dtype=dtype)

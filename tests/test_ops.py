@@ -556,13 +556,15 @@ class TestCpuKernels:
         assert torch.autograd.gradcheck(lambda a, c: fast_guided_filter(a, glr, c, 1, 1e-1), (ghr, xlr))
 
     @pytest.mark.parametrize("gc", [1, 3])
-    def test_bands_on_threads_equal_one_band(self, gc):
-        # the tests run torch (and so the kernels) on one thread: force several bands of rows
+    def test_bands_on_threads_equal_one_band(self, gc, monkeypatch):
+        # the tests run torch (and so the kernels) on one thread, and small images stay on one
+        # band: force several bands of rows
         k = ops._cpu_kernels()
+        monkeypatch.setattr(k, "_MIN_PIXELS_PER_THREAD", 1024)
         gen = np.random.default_rng(gc)
         g, x = gen.random((2, gc, 403, 50)), gen.random((2, 1, 403, 50)).astype(np.float32)
         args = (g, x, 12, 1e-4, k.X_IS_SRC, k.APPLY_MEAN)
-        assert len(k._bands(403, 12, 3)) == 3
+        assert len(k._bands(403, 50, 12, 3)) == 3
         one, three = k.guided_filter(*args, 1, np.float32), k.guided_filter(*args, 3, np.float32)
         assert one.dtype == np.float32
         np.testing.assert_allclose(three, one, rtol=0, atol=1e-6)
