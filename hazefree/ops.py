@@ -10,7 +10,13 @@ Conventions:
       number of channels, each filtered with the same guide.
     * Windows are (2r+1) x (2r+1) squares clipped at the image border, and every mean is normalised
       by the true number of pixels in the clipped window, so any radius works, also r >= H or W.
-    * Box sums use cumulative sums, so the cost per pixel does not depend on r.
+    * Box sums use cumulative sums (torch) or running sums (CPU kernels), so the cost per pixel
+      does not depend on r.
+
+Implementations: on CPU tensors the filter and its Alg. 2 backward run on fused kernels
+(:mod:`hazefree._guided_filter_cpu`, numba, compiled on first use and cached on disk), which read
+float32 or float64 as given and keep every window statistic in float64; elsewhere (CUDA, MPS), and
+when the guide needs a gradient, the torch code below runs. The two agree to ~1e-15 (tests).
 
 Precision: with eps as small as the paper's 1e-8, ``var_I = mean(I*I) - mean(I)^2`` must be exact
 to far better than eps. In float32 the cancellation leaves errors of ~1e-7 on bright plateaus,
@@ -45,7 +51,14 @@ def rgb_to_gray(image: Tensor) -> Tensor:
     if image.dim() != 4 or image.shape[1] != 3:
         raise ValueError(f"rgb_to_gray expects N x 3 x H x W, got shape {tuple(image.shape)}")
     w = torch.tensor(_LUMA, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-    return (image * w).sum(dim=1, keepdim=True)
+    if torch.is_grad_enabled() and image.requires_grad:
+        return (image * w).sum(dim=1, keepdim=True)
+    # the same sum, (R w_R + G w_G) + B w_B, accumulated in place: two planes instead of three
+    y = image[:, :1] * w[:, :1]
+    term = torch.empty_like(y)
+    for c in (1, 2):
+        y += torch.mul(image[:, c : c + 1], w[:, c : c + 1], out=term)
+    return y
 
 
 def _window_bounds(n: int, r: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -210,6 +223,52 @@ def _apply(guide: Tensor, mean_a: Tensor, mean_b: Tensor) -> Tensor:
     return (mean_a * guide.unsqueeze(1)).sum(dim=2) + mean_b
 
 
+def _cpu_kernels():
+    """The fused CPU kernels (:mod:`hazefree._guided_filter_cpu`), or None without numba.
+
+    Imported on first use: numba compiles each kernel the first time it runs (then loads it from
+    its on-disk cache), so importing hazefree compiles nothing.
+    """
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            from . import _guided_filter_cpu as kernels
+        except ImportError:  # numba missing: the torch path computes the same values, slower
+            kernels = False
+        _KERNELS = kernels
+    return _KERNELS or None
+
+
+_KERNELS = None
+USE_CPU_KERNELS = True  # False forces the torch path on the CPU too (tests compare the two)
+
+
+def _on_kernels(*tensors: Tensor) -> bool:
+    return USE_CPU_KERNELS and all(t.device.type == "cpu" for t in tensors) and _cpu_kernels() is not None
+
+
+def _kernel_dtype(*tensors: Tensor) -> torch.dtype:
+    # inputs are read as they are (float32 or float64); every sum inside is float64
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _as_array(t: Tensor, dtype: torch.dtype):
+    return t.detach().to(dtype).contiguous().numpy()
+
+
+def _kernel_filter(guide: Tensor, src: Tensor, radius: int, eps: float, backward: bool) -> Tensor:
+    """Guided filter on the CPU kernels; ``backward`` computes Alg. 2's grad_x for grad_y = ``src``."""
+    k = _cpu_kernels()
+    dtype = _kernel_dtype(guide, src)
+    g, x = _as_array(guide, dtype), _as_array(src, dtype)
+    threads = torch.get_num_threads()
+    if backward:
+        y = k.guided_filter(g, x, radius, eps, k.X_IS_SRC_OVER_COUNT, k.APPLY_SUM, threads, x.dtype)
+    else:
+        y = k.guided_filter(g, x, radius, eps, k.X_IS_SRC, k.APPLY_MEAN, threads, x.dtype)
+    return torch.from_numpy(y)
+
+
 class _GuidedFilterFunction(torch.autograd.Function):
     """Guided filter with the explicit backward of Ma et al., Algorithm 2 (gradient w.r.t. src).
 
@@ -217,19 +276,26 @@ class _GuidedFilterFunction(torch.autograd.Function):
     adjoint is used instead of the mean filter (they coincide away from the border), and the colour
     guide follows the same derivation with (Sigma + eps U)^-1 in place of 1 / (var + eps).
     The guide is treated as a constant; ``guided_filter`` routes to autograd when it needs a gradient.
+    On the CPU both directions run on the fused kernels (the backward as the forward kernels
+    applied to grad_y / |w|, an exact rewriting of Alg. 2 derived in
+    :mod:`hazefree._guided_filter_cpu`); elsewhere on the torch code below.
     """
 
     @staticmethod
     def forward(ctx, guide: Tensor, src: Tensor, radius: int, eps: float) -> Tensor:  # type: ignore[override]
-        mean_a, mean_b = _coefficients(guide, src, radius, eps)
         ctx.save_for_backward(guide)
-        ctx.radius, ctx.eps = radius, eps
+        ctx.radius, ctx.eps, ctx.src_dtype = radius, eps, src.dtype
+        if _on_kernels(guide, src):
+            return _kernel_filter(guide, src, radius, eps, backward=False).to(src.dtype)
+        mean_a, mean_b = _coefficients(guide, src, radius, eps)
         return _apply(guide, mean_a, mean_b)
 
     @staticmethod
     def backward(ctx, grad_y: Tensor):  # type: ignore[override]
         (guide,) = ctx.saved_tensors
         r, eps = ctx.radius, ctx.eps
+        if _on_kernels(guide, grad_y):
+            return None, _kernel_filter(guide, grad_y, r, eps, backward=True).to(ctx.src_dtype), None, None
         count = _window_count(guide.shape[-2], guide.shape[-1], r, guide.dtype, guide.device)
         grad_y = grad_y.to(guide.dtype)
         grad_b = _box_mean_adjoint(grad_y, r, count)  # Alg. 2 line 4
@@ -257,7 +323,40 @@ class _GuidedFilterFunction(torch.autograd.Function):
             )
             for p in range(3):
                 grad_x = grad_x + _box_mean_adjoint(grad_cov[:, :, p], r, count) * guide[:, p : p + 1]
-        return None, grad_x, None, None
+        return None, grad_x.to(ctx.src_dtype), None, None
+
+
+class _KernelCoefficients(torch.autograd.Function):
+    """(mean_a, mean_b) of Alg. 1 on the CPU kernels, float64, with the gradient w.r.t. src.
+
+    The guide is a constant. Backward: for the gradients G_a, G_b of mean_a, mean_b, the kernel's
+    stage 1 on x = G_b / |w| with I x replaced by G_a / |w|, then stage 2 without the division by
+    |w| (derivation in :mod:`hazefree._guided_filter_cpu`).
+    """
+
+    @staticmethod
+    def forward(ctx, guide: Tensor, src: Tensor, radius: int, eps: float):  # type: ignore[override]
+        k = _cpu_kernels()
+        dtype = _kernel_dtype(guide, src)
+        g, x = _as_array(guide, dtype), _as_array(src, dtype)
+        threads = torch.get_num_threads()
+        mean_a, mean_b = k.guided_filter(g, x, radius, eps, k.X_IS_SRC, k.MEANS_ONLY, threads)
+        ctx.save_for_backward(guide)
+        ctx.radius, ctx.eps, ctx.src_dtype = radius, eps, src.dtype
+        mean_a = torch.from_numpy(mean_a)
+        return mean_a.squeeze(2) if guide.shape[1] == 1 else mean_a, torch.from_numpy(mean_b)
+
+    @staticmethod
+    def backward(ctx, grad_mean_a: Tensor, grad_mean_b: Tensor):  # type: ignore[override]
+        (guide,) = ctx.saved_tensors
+        k = _cpu_kernels()
+        g = _as_array(guide, torch.float64)
+        n, c = grad_mean_b.shape[:2]
+        ga = _as_array(grad_mean_a.reshape(n, c, guide.shape[1], *guide.shape[-2:]), torch.float64)
+        gb = _as_array(grad_mean_b, torch.float64)
+        threads = torch.get_num_threads()
+        grad_x = k.guided_filter(g, gb, ctx.radius, ctx.eps, k.X_AND_Q_GIVEN, k.APPLY_SUM, threads, extra=ga)
+        return None, torch.from_numpy(grad_x).to(ctx.src_dtype), None, None
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -286,6 +385,8 @@ def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float) -> Tensor
         torch.Size([1, 1, 32, 32])
     """
     _check_inputs(guide, src, radius, eps)
+    if _on_kernels(guide, src) and not (guide.requires_grad and torch.is_grad_enabled()):
+        return _GuidedFilterFunction.apply(guide, src, radius, eps)  # read as is, summed in float64
     dtype = _compute_dtype(guide, src)
     g, x = guide.to(dtype), src.to(dtype)
     if guide.requires_grad and torch.is_grad_enabled():
@@ -319,8 +420,11 @@ def fast_guided_filter(
         raise ValueError(
             f"guide_hr {tuple(guide_hr.shape)} must match guide_lr {tuple(guide_lr.shape)} in N and C"
         )
-    dtype = _compute_dtype(guide_lr, src_lr)
-    mean_a, mean_b = _coefficients(guide_lr.to(dtype), src_lr.to(dtype), radius, eps)
+    if _on_kernels(guide_lr, src_lr) and not (guide_lr.requires_grad and torch.is_grad_enabled()):
+        mean_a, mean_b = _KernelCoefficients.apply(guide_lr, src_lr, radius, eps)
+    else:
+        dtype = _compute_dtype(guide_lr, src_lr)
+        mean_a, mean_b = _coefficients(guide_lr.to(dtype), src_lr.to(dtype), radius, eps)
     size = guide_hr.shape[-2:]
     n, c = src_lr.shape[:2]
     # Upsampling runs in the input dtype: a and b are smooth, and float64 here would double the cost
@@ -332,7 +436,10 @@ def fast_guided_filter(
     up_b = F.interpolate(mean_b.to(src_lr.dtype), size=size, mode="bilinear", align_corners=False)
     if mean_a.dim() == 5:
         up_a = up_a.reshape(n, c, 3, *size)
-    return _apply(guide_hr.to(src_lr.dtype), up_a, up_b)
+    guide = guide_hr.to(src_lr.dtype)
+    if mean_a.dim() == 4 and not (torch.is_grad_enabled() and any(t.requires_grad for t in (up_a, up_b, guide))):
+        return up_a.mul_(guide).add_(up_b)  # _apply in place: two full-size planes fewer
+    return _apply(guide, up_a, up_b)
 
 
 class GuidedFilter(torch.nn.Module):

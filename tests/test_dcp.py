@@ -116,3 +116,36 @@ class TestDarkChannelPrior:
         with torch.no_grad():
             out = DarkChannelPrior().eval()(image)
         assert (out.clear - value).abs().max() < 1e-6
+
+
+def test_inference_path_equals_autograd_path():
+    # Without a gradient DCP runs with fewer temporaries (dark channel by cv2.erode, in-place
+    # steps, the guided filter's CPU kernels); with one, the plain torch expressions: same result.
+    hazy = add_haze(_generated_scene(4, 64, 80), torch.linspace(0.2, 0.9, 80).expand(1, 1, 64, 80), 0.9)
+    model = DarkChannelPrior(radius=12).eval()
+    with torch.no_grad():
+        fast = model(hazy)
+    slow = model(hazy.clone().requires_grad_(True))
+    for name in ("clear", "transmission", "airlight", "coarse_transmission"):
+        torch.testing.assert_close(getattr(fast, name), getattr(slow, name).detach(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_steps_equal_torch_ops(dtype, monkeypatch):
+    # DCP's CPU inference runs its elementwise steps as kernel passes: the same operations
+    from hazefree.ops import _cpu_kernels
+    from hazefree.physics import remove_haze
+
+    monkeypatch.setattr(_cpu_kernels(), "_MIN_PIXELS_PER_THREAD", 256)  # several bands of rows
+
+    g = torch.Generator().manual_seed(0)
+    hazy = torch.rand(2, 3, 33, 47, generator=g, dtype=dtype)
+    t = torch.rand(2, 1, 33, 47, generator=g, dtype=dtype)
+    a = torch.rand(2, 3, 1, 1, generator=g, dtype=dtype) * 0.5 + 0.5
+    got = _cpu_kernels().recover(hazy.numpy(), t.numpy(), a.reshape(2, 3).numpy(), 0.1, threads=3)
+    assert torch.equal(torch.from_numpy(got), remove_haze(hazy, t, a, t_min=0.1))
+    # and the guide and the min over channels of I / A, as rgb_to_gray and (I / A).amin(1) give them
+    luma = np.array([0.299, 0.587, 0.114], dtype=hazy.numpy().dtype)
+    gray, scaled_min = _cpu_kernels().gray_and_scaled_min(hazy.numpy(), luma, a.reshape(2, 3).numpy(), threads=3)
+    assert torch.equal(torch.from_numpy(gray), (hazy * torch.from_numpy(luma).view(1, 3, 1, 1)).sum(1, keepdim=True))
+    assert torch.equal(torch.from_numpy(scaled_min), (hazy / a).amin(dim=1, keepdim=True))

@@ -16,6 +16,9 @@ Tolerances (float64 unless stated; each measured on the images used here):
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -26,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from hazefree import ops
 from hazefree.ops import (
     FastGuidedFilter,
     GuidedFilter,
@@ -484,3 +488,107 @@ class TestFastGuidedFilter:
         glr = F.avg_pool2d(ghr.detach(), 2).requires_grad_()
         xlr = torch.rand(1, 1, 4, 3, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda a, b, c: fast_guided_filter(a, b, c, 1, 1e-1), (ghr, glr, xlr))
+
+
+# --------------------------------------------------------------------------------------------
+# CPU kernels (hazefree._guided_filter_cpu) against the torch implementation
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def torch_path(monkeypatch):
+    """Run a callable with the CPU kernels switched off (the torch code the GPU runs)."""
+
+    def run(fn):
+        monkeypatch.setattr(ops, "USE_CPU_KERNELS", False)
+        try:
+            return fn()
+        finally:
+            monkeypatch.setattr(ops, "USE_CPU_KERNELS", True)
+
+    return run
+
+
+def _filter_and_grad(fn, x: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.clone().requires_grad_(True)
+    y = fn(x)
+    (y * up).sum().backward()
+    return y.detach(), x.grad
+
+
+class TestCpuKernels:
+    # sizes: 1 x 1, windows past every border (r >= H, W), r = 0, and images with several bands
+    CASES = [(1, 1, 3), (5, 7, 2), (17, 23, 40), (64, 80, 6), (130, 70, 0), (300, 90, 30)]
+
+    @pytest.mark.parametrize("gc", [1, 3])
+    @pytest.mark.parametrize("h, w, r", CASES)
+    def test_forward_and_backward_equal_torch_path(self, torch_path, gc, h, w, r):
+        gen = torch.Generator().manual_seed(h + r)
+        g = torch.rand(2, gc, h, w, dtype=torch.float64, generator=gen)
+        x = torch.rand(2, 2, h, w, dtype=torch.float64, generator=gen)
+        up = torch.randn(2, 2, h, w, dtype=torch.float64, generator=gen)
+        fn = lambda s: guided_filter(g, s, r, 1e-3)  # noqa: E731
+        y, grad = _filter_and_grad(fn, x, up)
+        y_ref, grad_ref = torch_path(lambda: _filter_and_grad(fn, x, up))
+        torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-10)
+
+    @pytest.mark.parametrize("gc", [1, 3])
+    @pytest.mark.parametrize("h, w, r", [(5, 7, 2), (40, 36, 3), (130, 70, 9)])
+    def test_fast_guided_filter_equals_torch_path(self, torch_path, gc, h, w, r):
+        gen = torch.Generator().manual_seed(r)
+        g_hr = torch.rand(2, gc, 2 * h, 2 * w, dtype=torch.float64, generator=gen)
+        g_lr = F.avg_pool2d(g_hr, 2)
+        x = torch.rand(2, 2, h, w, dtype=torch.float64, generator=gen)
+        up = torch.randn(2, 2, 2 * h, 2 * w, dtype=torch.float64, generator=gen)
+        fn = lambda s: fast_guided_filter(g_hr, g_lr, s, r, 1e-3)  # noqa: E731
+        y, grad = _filter_and_grad(fn, x, up)
+        y_ref, grad_ref = torch_path(lambda: _filter_and_grad(fn, x, up))
+        torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-10)
+
+    @pytest.mark.parametrize("gc", [1, 3])
+    def test_fast_guided_filter_gradcheck_constant_guide(self, gc):
+        # guide_lr without a gradient: the coefficients run on the kernels (explicit backward)
+        ghr = torch.rand(1, gc, 8, 10, dtype=torch.float64, requires_grad=True)
+        glr = F.avg_pool2d(ghr.detach(), 2)
+        xlr = torch.rand(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda a, c: fast_guided_filter(a, glr, c, 1, 1e-1), (ghr, xlr))
+
+    @pytest.mark.parametrize("gc", [1, 3])
+    def test_bands_on_threads_equal_one_band(self, gc, monkeypatch):
+        # the tests run torch (and so the kernels) on one thread, and small images stay on one
+        # band: force several bands of rows
+        k = ops._cpu_kernels()
+        monkeypatch.setattr(k, "_MIN_PIXELS_PER_THREAD", 1024)
+        gen = np.random.default_rng(gc)
+        g, x = gen.random((2, gc, 403, 50)), gen.random((2, 1, 403, 50)).astype(np.float32)
+        args = (g, x, 12, 1e-4, k.X_IS_SRC, k.APPLY_MEAN)
+        assert len(k._bands(403, 50, 12, 3)) == 3
+        one, three = k.guided_filter(*args, 1, np.float32), k.guided_filter(*args, 3, np.float32)
+        assert one.dtype == np.float32
+        np.testing.assert_allclose(three, one, rtol=0, atol=1e-6)
+
+    def test_concurrent_calls_from_threads(self):
+        # the kernels keep no shared state: callers on several threads (e.g. a folder of images)
+        from concurrent.futures import ThreadPoolExecutor
+
+        inputs = [(torch.rand(1, 3, 70, 60), torch.rand(1, 1, 70, 60)) for _ in range(4)]
+        want = [guided_filter(g, x, 5, 1e-3) for g, x in inputs]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda gx: guided_filter(*gx, 5, 1e-3), inputs * 2))
+        for i, y in enumerate(got):
+            assert torch.equal(y, want[i % 4])
+
+    def test_half_precision_inputs(self):
+        g, x = torch.rand(1, 1, 20, 20).half(), torch.rand(1, 1, 20, 20).half()
+        out = guided_filter(g, x, 3, 1e-3)
+        assert out.dtype == torch.float16
+        torch.testing.assert_close(out.float(), guided_filter(g.double(), x.double(), 3, 1e-3).float(),
+                                   rtol=0, atol=1e-3)
+
+    def test_import_compiles_nothing(self):
+        # numba (and with it any compilation) is loaded on the first CPU filter call only
+        code = "import sys, hazefree, hazefree.ops, hazefree.models; print('numba' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False"

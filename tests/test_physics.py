@@ -93,6 +93,14 @@ class TestHazeModel:
         remove_haze(_rand(1, 3, 4, 4, seed=5), t, 0.9, t_min=0.1, clamp=False).sum().backward()
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
 
+    def test_remove_haze_in_place_path_equals_autograd_path(self):
+        hazy, t = _rand(2, 3, 9, 11, seed=5).float(), _rand(2, 1, 9, 11, seed=6).float()
+        a = torch.tensor([0.8, 0.85, 0.9])
+        before = hazy.clone()
+        fast = remove_haze(hazy, t, a, t_min=0.1)
+        slow = remove_haze(hazy.clone().requires_grad_(True), t, a, t_min=0.1)
+        assert torch.equal(fast, slow.detach()) and torch.equal(hazy, before)  # input untouched
+
     def test_add_haze_from_depth(self):
         clear, depth = _rand(1, 3, 6, 6), _rand(1, 1, 6, 6, seed=6, hi=5.0)
         want = add_haze(clear, torch.exp(-0.7 * depth), 0.9)
@@ -138,6 +146,16 @@ class TestDarkChannel:
         img[0, 1, 10, 10] = 0.0
         out = dark_channel(img, 5)[0, 0]
         assert (out[8:13, 8:13] == 0).all() and out.sum() == 400 - 25
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("patch", [3, 15, 41])
+    def test_opencv_path_equals_torch_path(self, dtype, patch):
+        # CPU inference runs cv2.erode; with a gradient the torch min filter runs: same values.
+        img = _rand(2, 3, 29, 23, seed=patch).to(dtype).transpose(-1, -2)  # non-contiguous too
+        fast = dark_channel(img, patch)
+        slow = dark_channel(img.clone().requires_grad_(True), patch)
+        assert slow.grad_fn is not None and fast.dtype == dtype
+        assert torch.equal(fast, slow.detach())
 
     @pytest.mark.parametrize("patch", [0, 4, -3])
     def test_bad_patch(self, patch):

@@ -5,9 +5,11 @@ The classical baseline of both papers. No trainable parameters.
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 
-from ..ops import guided_filter, rgb_to_gray
+from ..ops import _LUMA, _cpu_kernels, guided_filter, rgb_to_gray
 from ..physics import dark_channel, estimate_airlight, remove_haze
 from .outputs import DehazeOutput
 
@@ -43,8 +45,26 @@ class DarkChannelPrior(nn.Module):
 
     def forward(self, hazy: Tensor) -> DehazeOutput:
         a = estimate_airlight(hazy, self.airlight)
-        coarse, t = self.transmission(hazy, a)
-        clear = remove_haze(hazy, t, a, t_min=self.t_min)
+        if torch.is_grad_enabled() and hazy.requires_grad:
+            coarse, t = self.transmission(hazy, a)
+            return DehazeOutput(remove_haze(hazy, t, a, t_min=self.t_min), t, a, coarse)
+        # Inference: the same operations in the same order (so the same values), with fewer
+        # image-sized temporaries, which cost as much as the arithmetic in page faults; on the CPU
+        # the elementwise steps run as single passes on the guided filter's kernels.
+        kernels = _cpu_kernels() if hazy.device.type == "cpu" and hazy.dtype == a.dtype else None
+        threads = torch.get_num_threads()
+        if kernels is not None:
+            image, a_rows = hazy.contiguous().numpy(), a.reshape(a.shape[0], -1).contiguous().numpy()
+            luma = np.asarray(_LUMA, dtype=image.dtype)
+            gray, scaled_min = (torch.from_numpy(v) for v in kernels.gray_and_scaled_min(image, luma, a_rows, threads))
+        else:
+            gray, scaled_min = rgb_to_gray(hazy), _scaled_min(hazy, a)
+        coarse = dark_channel(scaled_min, self.patch_size).mul_(-self.omega).add_(1.0)
+        t = guided_filter(gray, coarse, self.radius, self.eps).clamp_(0.0, 1.0)
+        if kernels is not None:
+            clear = torch.from_numpy(kernels.recover(image, t.numpy(), a_rows, self.t_min, threads))
+        else:
+            clear = remove_haze(hazy, t, a, t_min=self.t_min)
         return DehazeOutput(clear=clear, transmission=t, airlight=a, coarse_transmission=coarse)
 
     def transmission(self, hazy: Tensor, airlight: Tensor) -> tuple[Tensor, Tensor]:
@@ -63,6 +83,16 @@ class DarkChannelPrior(nn.Module):
             f"patch_size={self.patch_size}, omega={self.omega}, t_min={self.t_min}, "
             f"radius={self.radius}, eps={self.eps}, airlight={self.airlight!r}"
         )
+
+
+def _scaled_min(image: Tensor, a: Tensor) -> Tensor:
+    """min over channels of image / a (N x 1 x H x W), one channel at a time: ``(image / a).amin(1)``
+    without its N x 3 x H x W quotient."""
+    out = image[:, :1] / a[:, :1]
+    quotient = torch.empty_like(out)
+    for c in range(1, image.shape[1]):
+        torch.minimum(out, torch.div(image[:, c : c + 1], a[:, c : c + 1], out=quotient), out=out)
+    return out
 
 
 def dcp(**kwargs) -> DarkChannelPrior:
