@@ -294,8 +294,11 @@ class _GuidedFilterFunction(torch.autograd.Function):
     def backward(ctx, grad_y: Tensor):  # type: ignore[override]
         (guide,) = ctx.saved_tensors
         r, eps = ctx.radius, ctx.eps
-        if _on_kernels(guide, grad_y):
+        # Grad mode is on here only for a double backward (create_graph=True, e.g. BILD's virtual
+        # step): the kernels are not differentiable, so the torch code below runs instead.
+        if _on_kernels(guide, grad_y) and not torch.is_grad_enabled():
             return None, _kernel_filter(guide, grad_y, r, eps, backward=True).to(ctx.src_dtype), None, None
+        guide = guide.to(_compute_dtype(guide, grad_y))
         count = _window_count(guide.shape[-2], guide.shape[-1], r, guide.dtype, guide.device)
         grad_y = grad_y.to(guide.dtype)
         grad_b = _box_mean_adjoint(grad_y, r, count)  # Alg. 2 line 4

@@ -267,6 +267,14 @@ class TestGuidedFilter:
         assert torch.autograd.gradcheck(lambda s: guided_filter(g, s, r, 1e-2), (x,))
 
     @pytest.mark.parametrize("gc", [1, 3])
+    def test_gradgradcheck_src(self, gc):
+        """A double backward (create_graph, as in BILD's virtual step) runs the torch backward,
+        which is differentiable, also where the first backward would use the CPU kernels."""
+        g = torch.rand(1, gc, 4, 5, dtype=torch.float64)
+        x = torch.rand(1, 1, 4, 5, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradgradcheck(lambda s: guided_filter(g, s, 2, 1e-2), (x,))
+
+    @pytest.mark.parametrize("gc", [1, 3])
     @pytest.mark.parametrize("r", [1, 3])
     def test_gradcheck_guide_autograd_path(self, gc, r):
         g = torch.rand(1, gc, 4, 5, dtype=torch.float64, requires_grad=True)
