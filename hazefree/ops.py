@@ -243,8 +243,14 @@ _KERNELS = None
 USE_CPU_KERNELS = True  # False forces the torch path on the CPU too (tests compare the two)
 
 
+def plain_cpu(*tensors: Tensor) -> bool:
+    """Whether every tensor is a plain CPU tensor outside tracing, whose memory NumPy, OpenCV and
+    the kernels can read (not a fake or functional tensor of torch.export / torch.compile)."""
+    return not torch.compiler.is_compiling() and all(type(t) is Tensor and t.device.type == "cpu" for t in tensors)
+
+
 def _on_kernels(*tensors: Tensor) -> bool:
-    return USE_CPU_KERNELS and all(t.device.type == "cpu" for t in tensors) and _cpu_kernels() is not None
+    return USE_CPU_KERNELS and plain_cpu(*tensors) and _cpu_kernels() is not None
 
 
 def _kernel_dtype(*tensors: Tensor) -> torch.dtype:

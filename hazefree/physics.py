@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops import rgb_to_gray
+from .ops import plain_cpu, rgb_to_gray
 
 __all__ = [
     "AirlightMethod",
@@ -149,7 +149,7 @@ def dark_channel(image: Tensor, patch_size: int = 15) -> Tensor:
     r = patch_size // 2
     if r == 0:
         return m
-    if m.device.type == "cpu" and m.dtype in (torch.float32, torch.float64) and not (
+    if plain_cpu(m) and m.dtype in (torch.float32, torch.float64) and not (
         m.requires_grad and torch.is_grad_enabled()
     ):
         return _min_filter_opencv(m, patch_size)

@@ -110,7 +110,7 @@ def test_drop_photos_compare_download_and_errors(page, tmp_path):
     page.set_input_files("#files", files=[{"name": name, "mimeType": "image/png", "buffer": data}
                                           for name, (data, _) in bad.items()])
     expect = playwright.expect
-    expect(page.locator("article.card.failed")).to_have_count(4)
+    expect(page.locator("article.card.failed")).to_have_count(4, timeout=60_000)  # a loaded machine is slow
     for name, (_, problem) in bad.items():
         card = page.locator("article.card.failed", has=page.locator(".name", has_text=name))
         expect(card.locator(".status")).to_contain_text(f"{name}: ")

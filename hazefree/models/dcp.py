@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..ops import _LUMA, _cpu_kernels, guided_filter, rgb_to_gray
+from ..ops import _LUMA, _cpu_kernels, guided_filter, plain_cpu, rgb_to_gray
 from ..physics import dark_channel, estimate_airlight, remove_haze
 from .outputs import DehazeOutput
 
@@ -51,7 +51,7 @@ class DarkChannelPrior(nn.Module):
         # Inference: the same operations in the same order (so the same values), with fewer
         # image-sized temporaries, which cost as much as the arithmetic in page faults; on the CPU
         # the elementwise steps run as single passes on the guided filter's kernels.
-        kernels = _cpu_kernels() if hazy.device.type == "cpu" and hazy.dtype == a.dtype else None
+        kernels = _cpu_kernels() if plain_cpu(hazy, a) and hazy.dtype == a.dtype else None
         threads = torch.get_num_threads()
         if kernels is not None:
             image, a_rows = hazy.contiguous().numpy(), a.reshape(a.shape[0], -1).contiguous().numpy()
