@@ -114,7 +114,9 @@ def test_cli_tile_option_agrees_within_one_level(tmp_path, capsys, ext, method):
         results[tile] = read_image(out / src.name).rgb
         assert (out / "x_transmission.png").is_file()
     diff = (results["0"] - results["64"]).abs()
-    assert diff.mean() < 0.05 / 255 and diff.max() <= 1.5 / 255
+    # a one-level difference before encoding can come out of JPEG's block transform as two or three
+    worst = 3.5 if ext == ".jpg" else 1.5
+    assert diff.mean() < 0.05 / 255 and diff.max() <= worst / 255
 
 
 def test_tiled_keeps_16_bit_gray_and_alpha(tmp_path):
