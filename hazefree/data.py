@@ -385,13 +385,7 @@ class PairBank:
             return self._split_scenes(range(len(self)), val_fraction, seed)
         groups = self.by_source(range(len(self)))
         labels = source_labels(groups)
-        missing = sorted(set(labels.values()) - set(val_fraction))
-        unknown = sorted(set(val_fraction) - set(labels.values()))
-        if missing or unknown:
-            raise ValueError(
-                f"val_fraction by source must name every source ({', '.join(sorted(labels.values()))}); "
-                + "; ".join(f"{what}: {', '.join(keys)}" for what, keys in (("missing", missing), ("unknown", unknown)) if keys)
-            )
+        check_every_source_named(labels.values(), val_fraction, "val_fraction by source", "source")
         train: list[int] = []
         val: list[int] = []
         for src, indices in groups.items():
@@ -424,6 +418,17 @@ def source_labels(sources: Iterable[str]) -> dict[str, str]:
     sources = list(sources)
     names = [Path(src).name for src in sources]
     return {src: name if names.count(name) == 1 else src for src, name in zip(sources, names)}
+
+
+def check_every_source_named(labels: Iterable[str], mapping: Mapping[str, object], what: str, kind: str) -> None:
+    """Raise ValueError unless ``mapping`` names exactly the source ``labels`` (per-source options)."""
+    labels = set(labels)
+    missing, unknown = sorted(labels - set(mapping)), sorted(set(mapping) - labels)
+    if missing or unknown:
+        raise ValueError(
+            f"{what} must name every {kind} ({', '.join(sorted(labels))}); "
+            + "; ".join(f"{name}: {', '.join(keys)}" for name, keys in (("missing", missing), ("unknown", unknown)) if keys)
+        )
 
 
 def _to_uint8(x: Tensor) -> Tensor:
@@ -475,14 +480,8 @@ class CropSampler:
         self.groups = list(by_source.values()) if balance_sources or source_weights else [self.indices]
         self.weights: Tensor | None = None
         if source_weights:
-            labels = [source_labels(by_source)[src] for src in by_source]
-            missing = sorted(set(labels) - set(source_weights))
-            unknown = sorted(set(source_weights) - set(labels))
-            if missing or unknown:
-                raise ValueError(
-                    f"source_weights must name every training source ({', '.join(sorted(labels))}); "
-                    + "; ".join(f"{what}: {', '.join(k)}" for what, k in (("missing", missing), ("unknown", unknown)) if k)
-                )
+            labels = list(source_labels(by_source).values())
+            check_every_source_named(labels, source_weights, "source_weights", "training source")
             self.weights = torch.tensor([float(source_weights[label]) for label in labels], dtype=torch.float64)
             if bool((self.weights < 0).any()) or not float(self.weights.sum()) > 0:
                 raise ValueError(f"source_weights must be >= 0 with a positive sum, got {dict(source_weights)}")
