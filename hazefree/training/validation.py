@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -40,9 +40,20 @@ def load_training_data(cfg: TrainConfig) -> tuple[PairBank, list[int], list[int]
     if d.val_average == "image":
         return bank, train_idx, val_idx[: d.val_max_images]
     # "source" and "group": the cap takes from each source in turn
-    queues = list(bank.by_source(val_idx).values())
+    by_source = bank.by_source(val_idx)
+    if d.val_average == "group":  # before training, not at the first validation
+        _check_groups(source_labels(by_source).values(), d.val_groups)
+    queues = list(by_source.values())
     taken = [q[j] for j in range(max(map(len, queues), default=0)) for q in queues if j < len(q)]
     return bank, train_idx, sorted(taken[: d.val_max_images])
+
+
+def _check_groups(labels: Iterable[str], groups: Mapping[str, Sequence[str]] | None) -> None:
+    """Raise ValueError if a validated source belongs to no group of ``val_groups``."""
+    members = {label for group in (groups or {}).values() for label in group}
+    stray = sorted(set(labels) - members)
+    if stray:
+        raise ValueError(f"validated sources in no val_groups group: {', '.join(stray)}")
 
 
 @torch.no_grad()
@@ -87,10 +98,7 @@ def validate(
         out["val_psnr"], out["val_ssim"] = mean([mean(v) for v in scores.values()])
     else:
         by_label = {labels[src]: v for src, v in scores.items()}
-        member = {label: name for name, members in (groups or {}).items() for label in members}
-        stray = sorted(set(by_label) - set(member))
-        if stray:
-            raise ValueError(f"validated sources in no val_groups group: {', '.join(stray)}")
+        _check_groups(by_label, groups)
         weights = group_weights or {}
         total, psnr_sum, ssim_sum = 0.0, 0.0, 0.0
         for name, members in (groups or {}).items():
