@@ -65,11 +65,9 @@ class TestConfig:
         # training data: the train split and clear + depth sets only, never an evaluation set
         assert all(p.startswith("../shared/data/train/") for p in cfg.data.paired)
         assert all(Path(p).name in ("middlebury", "rgbd_sensor") for p in cfg.data.synthetic)
-        # a later stage starts from the best weights of the committed config that precedes it, or
-        # from weights shipped in the package (which come from such a run)
+        # a later stage starts from the best weights of the committed config that precedes it
         outs = {load_config(p).out for p in CONFIGS.rglob("*.yaml")}
-        shipped = cfg.init is not None and cfg.init.startswith("hazefree/weights/") and (CONFIGS.parent / cfg.init).is_file()
-        assert cfg.init is None or shipped or str(Path(cfg.init).parent) in outs - {cfg.out}
+        assert cfg.init is None or str(Path(cfg.init).parent) in outs - {cfg.out}
 
 
 class TestTrainingData:
