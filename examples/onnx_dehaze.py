@@ -11,6 +11,7 @@ Usage:
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 
@@ -59,11 +60,16 @@ def airlight(rgb: np.ndarray, method: str) -> np.ndarray:
 
 def dehaze(session: ort.InferenceSession, rgb: np.ndarray) -> dict[str, np.ndarray]:
     """Run the graph on an H x W x 3 float32 image in [0, 1]; returns its outputs by name
-    (``clear`` 1 x 3 x H x W, and ``transmission`` 1 x 1 x H x W where the graph has it)."""
+    (``clear`` 1 x 3 x H x W, and ``transmission`` 1 x 1 x H x W and ``airlight`` where the graph
+    has them)."""
     feed = {"hazy": np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])}
-    if any(i.name == "airlight" for i in session.get_inputs()):
-        method = session.get_modelmeta().custom_metadata_map["airlight_method"]
-        feed["airlight"] = airlight(rgb, method).reshape(1, 3, 1, 1)
+    meta = session.get_modelmeta().custom_metadata_map
+    inputs = {i.name for i in session.get_inputs()}
+    if "airlight" in inputs:
+        feed["airlight"] = airlight(rgb, meta["airlight_method"]).reshape(1, 3, 1, 1)
+    if "airlight_estimates" in inputs:  # a learned airlight head: it reads these estimates, in order
+        methods = json.loads(meta["airlight_estimates"])
+        feed["airlight_estimates"] = np.concatenate([airlight(rgb, m) for m in methods])[None]
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feed)))
 

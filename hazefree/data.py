@@ -288,6 +288,10 @@ class PairBank:
     re-rendering fits the hazy image to ``rerender_min_fit_db`` qualify: 8-bit quantisation alone
     limits a perfect fit to 10 log10(12 * 255^2) = 58.9 dB, and RESIDE pairs reach about 60 dB,
     while real cloud pairs (RICE, at most 52 dB here) are not rendered by the model.
+
+    ``airlights`` holds each image's airlight (3,) where it is known: the fitted A of a pair that
+    qualifies for re-rendering (only fitted when ``rerender_per_pair`` > 0), the A of each re-rendered
+    level and depth render; NaN elsewhere (real haze, cloud).
     """
 
     def __init__(
@@ -309,6 +313,7 @@ class PairBank:
         self.sizes: list[tuple[int, int]] = []  # (H, W) of that file, before the ``max_side`` reduction
         self.sources: list[str] = []  # the dataset folder of each pair ("synthetic" for depth renders)
         self.rerendered: list[bool] = []  # a re-rendered haze level, not an image of the benchmark
+        self.airlights: list[Tensor] = []  # (3,) A that rendered the image; NaN when not known
         self.hazy: list[Tensor] = []
         self.clear: list[Tensor] = []
         # its own stream, so that enabling re-rendering leaves the depth-synthetic set unchanged
@@ -324,6 +329,7 @@ class PairBank:
             a, t, fit_db = fit_haze_model(h, c)
             if fit_db.item() < rerender_min_fit_db:
                 continue
+            self.airlights[-1] = a.flatten()
             for k in range(rerender_per_pair):
                 scale = math.exp(log_lo + (log_hi - log_lo) * torch.rand(1, generator=regen).item())
                 a_k = a
@@ -333,7 +339,7 @@ class PairBank:
                     if u[0].item() < rerender_new_airlight:
                         a_k = _draw_airlight(u[1:], airlight_range).view(1, 3, 1, 1)
                 self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a_k), c, max_side, source, rerendered=True,
-                          file=p.hazy)
+                          file=p.hazy, airlight=a_k)
         gen = torch.Generator().manual_seed(seed)
         for s in depth_samples:
             clear = read_image(s.clear).rgb
@@ -341,15 +347,17 @@ class PairBank:
             for k in range(synthetic_per_sample):
                 u = torch.rand(5, generator=gen)
                 beta = beta_range[0] + (beta_range[1] - beta_range[0]) * u[0].item()
-                hazy, _ = synthesize_haze(clear, depth, beta, _draw_airlight(u[1:5], airlight_range))
-                self._add(f"{s.clear.stem}_syn{k}", hazy, clear, max_side, "synthetic", file=s.clear)
+                a_k = _draw_airlight(u[1:5], airlight_range)
+                hazy, _ = synthesize_haze(clear, depth, beta, a_k)
+                self._add(f"{s.clear.stem}_syn{k}", hazy, clear, max_side, "synthetic", file=s.clear, airlight=a_k)
         if not self.names:
             raise ValueError("no training images: give at least one dataset folder")
 
     def _add(
         self, name: str, hazy: Tensor, clear: Tensor, max_side: int | None, source: str, rerendered: bool = False,
-        file: Path | None = None,
+        file: Path | None = None, airlight: Tensor | None = None,
     ) -> None:
+        self.airlights.append(torch.full((3,), math.nan) if airlight is None else airlight.flatten().float())
         self.files.append(str(file) if file is not None else name)
         self.sizes.append((int(hazy.shape[-2]), int(hazy.shape[-1])))
         if max_side is not None and max(hazy.shape[-2:]) > max_side:
@@ -445,7 +453,8 @@ class CropSampler:
     That makes a resumed run draw exactly the batches of an uninterrupted one, with no sampler
     state to save, and gives each DDP rank its own data. Besides ``hazy`` and ``clear`` a batch
     holds each crop's bank ``index`` (N) and its ``box`` (N x 4: y, x, h, w, rounded) in the
-    coordinates of the source file, i.e. before the bank's ``max_side`` reduction and the scaling.
+    coordinates of the source file, i.e. before the bank's ``max_side`` reduction and the scaling,
+    and its ``airlight`` (N x 3, NaN where the bank does not know it).
 
     Augmentation: random scale in ``scale_range`` (images smaller than the crop are enlarged to fit),
     horizontal flip, random crop of ``crop`` x ``crop``. With ``balance_sources`` each sample first
@@ -488,7 +497,7 @@ class CropSampler:
 
     def batch(self, step: int, rank: int = 0) -> dict[str, Tensor]:
         gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1009 + rank) % 2**63)
-        hazy, clear, index, box = [], [], [], []
+        hazy, clear, index, box, airlight = [], [], [], [], []
         for _ in range(self.batch_size):
             group = self.groups[0]
             if self.weights is not None:
@@ -496,7 +505,8 @@ class CropSampler:
             elif len(self.groups) > 1:  # only then an extra draw: unbalanced runs keep their batches
                 group = self.groups[int(torch.randint(len(self.groups), (1,), generator=gen))]
             i = group[int(torch.randint(len(group), (1,), generator=gen))]
-            h, c, b = self._crop(_to_float(self.bank.hazy[i]), _to_float(self.bank.clear[i]), gen)
+            h, c, b, perm = self._crop(_to_float(self.bank.hazy[i]), _to_float(self.bank.clear[i]), gen)
+            airlight.append(self.bank.airlights[i][perm])
             hazy.append(h)
             clear.append(c)
             # the box back in the source file's pixels: the crop's scale, then the max_side reduction
@@ -504,10 +514,13 @@ class CropSampler:
             box.append([round(b[0] * h0 / hs), round(b[1] * w0 / ws), round(b[2] * h0 / hs), round(b[3] * w0 / ws)])
             index.append(i)
         return {"hazy": torch.cat(hazy), "clear": torch.cat(clear),
-                "index": torch.tensor(index), "box": torch.tensor(box)}
+                "index": torch.tensor(index), "box": torch.tensor(box), "airlight": torch.stack(airlight)}
 
-    def _crop(self, hazy: Tensor, clear: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, tuple[int, ...]]:
-        """The crop pair and (top, left, crop, crop, H, W) in the scaled image of size H x W."""
+    def _crop(
+        self, hazy: Tensor, clear: Tensor, gen: torch.Generator
+    ) -> tuple[Tensor, Tensor, tuple[int, ...], Tensor]:
+        """The crop pair, (top, left, crop, crop, H, W) in the scaled image of size H x W, and the
+        order of its colour channels."""
         u = torch.rand(4, generator=gen).tolist()
         lo, hi = self.scale_range
         s = lo + (hi - lo) * u[0]
@@ -527,7 +540,8 @@ class CropSampler:
         clear = clear[..., top : top + self.crop, left : left + self.crop]
         if self.flip and u[3] < 0.5:
             hazy, clear = hazy.flip(-1), clear.flip(-1)
+        perm = torch.arange(3)
         if self.channel_shuffle:  # drawn only when enabled: other configs keep their batches
             perm = torch.randperm(3, generator=gen)
             hazy, clear = hazy[:, perm], clear[:, perm]
-        return hazy, clear, (top, left, self.crop, self.crop, h, w)
+        return hazy, clear, (top, left, self.crop, self.crop, h, w), perm

@@ -28,12 +28,16 @@ Not in the graph: the airlight A. Every estimator takes the mean colour of the t
 by a ranking (``TopK`` with k = ceil(0.001 H W) from the shape, then a second ``TopK`` among the
 candidates). The caller computes A and passes it as the second input; ``examples/onnx_dehaze.py``
 does it with NumPy and OpenCV, tested to give the same A as :mod:`hazefree.physics`. The
-graph's metadata (``airlight_method``) names the estimator the model was trained with.
+graph's metadata (``airlight_method``) names the estimator the model was trained with. A model
+with a learned airlight head takes the three estimates its head reads instead (``airlight_estimates``,
+N x 9, the estimators named in the metadata's ``airlight_estimates``, in order) and computes A in the
+graph (its ``TopK`` selects the haziest 1 % of pixels by t0); A is then a third output.
 
 Graph inputs and outputs (float32):
     ``hazy`` N x 3 x H x W in [0, 1]; ``airlight`` N x 3 x 1 x 1 (models with a scattering model:
     guided-pix2pix, dcp) -> ``clear`` N x 3 x H x W in [0, 1] and ``transmission`` N x 1 x H x W
-    (the same models). AOD-Net has only ``hazy`` -> ``clear``.
+    (the same models). With an airlight head: ``hazy``, ``airlight_estimates`` N x 9 -> ``clear``,
+    ``transmission``, ``airlight`` N x 3 x 1 x 1. AOD-Net has only ``hazy`` -> ``clear``.
 
 Example:
     >>> info = export_onnx("aod-net", "aod-net.onnx")
@@ -66,7 +70,9 @@ class ExportInfo(NamedTuple):
     method: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    airlight_method: str | None  # the estimator the caller runs for the ``airlight`` input
+    # the estimator the caller runs for the ``airlight`` input; for a model with an airlight head the
+    # estimators (comma-separated) whose colours, in that order, make the ``airlight_estimates`` input
+    airlight_method: str | None
 
 
 # ---------------------------------------------------------------------------- graph operations
@@ -107,7 +113,7 @@ def _pad_index(n, multiple: int, device: torch.device) -> tuple[Tensor, Tensor]:
     return torch.where(i < n, i, 2 * n - 2 - i), i.clamp(max=n - 1)
 
 
-def _unet_logits(unet: nn.Module, x: Tensor) -> Tensor:
+def _unet_features(unet: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """:meth:`UNetGenerator.forward_features` with its padding as a gather (see the module doc)."""
     h, w = x.shape[-2:]
     m = 2**unet.num_downs
@@ -121,10 +127,10 @@ def _unet_logits(unet: nn.Module, x: Tensor) -> Tensor:
     for block in unet.down:
         x = block(x)
         skips.append(x)
-    skips.pop()
+    bottleneck = skips.pop()
     for block in unet.up:
         x = torch.cat([block(x), skips.pop()], dim=1)
-    return unet.head(x)[..., :h, :w]
+    return unet.head(x)[..., :h, :w], bottleneck
 
 
 # ------------------------------------------------------------------------------- graph modules
@@ -133,11 +139,14 @@ def _unet_logits(unet: nn.Module, x: Tensor) -> Tensor:
 class _GuidedPix2PixGraph(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        if model.airlight_head is not None:
-            raise ValueError("export of a Guided-Pix2Pix model with a learned airlight head is not supported")
         self.model = model
 
     def forward(self, hazy: Tensor, airlight: Tensor) -> tuple[Tensor, Tensor]:
+        t, _, _, _ = self.transmission(hazy)
+        return ((hazy - airlight) / t + airlight).clamp(0.0, 1.0), t
+
+    def transmission(self, hazy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(refined t at full size, working-size image, coarse t0, U-Net bottleneck)."""
         from .models.guided_pix2pix import working_size
         from .ops import rgb_to_gray
 
@@ -145,12 +154,29 @@ class _GuidedPix2PixGraph(nn.Module):
         h, w = hazy.shape[-2:]
         work = net.work_size if net.work_size is not None else torch.sym_max(h, w)
         low = F.interpolate(hazy, size=working_size(h, w, work), mode="bilinear", align_corners=False, antialias=True)
-        t0 = torch.sigmoid(_unet_logits(net.backbone, low))
+        logits, bottleneck = _unet_features(net.backbone, low)
+        t0 = torch.sigmoid(logits)
         mean_a, mean_b = _guided_coefficients(rgb_to_gray(low), t0, net.radius, net.eps)
         up_a = F.interpolate(mean_a.float(), size=(h, w), mode="bilinear", align_corners=False)
         up_b = F.interpolate(mean_b.float(), size=(h, w), mode="bilinear", align_corners=False)
-        t = (up_a * rgb_to_gray(hazy) + up_b).clamp(net.t_min, 1.0)
-        return ((hazy - airlight) / t + airlight).clamp(0.0, 1.0), t
+        return (up_a * rgb_to_gray(hazy) + up_b).clamp(net.t_min, 1.0), low, t0, bottleneck
+
+
+class _HeadedGuidedPix2PixGraph(_GuidedPix2PixGraph):
+    """Guided-Pix2Pix with a learned airlight head: the caller passes the head's three airlight
+    estimates (``airlight_estimates``, N x 9, in the order of the graph's metadata), and the graph
+    computes A from them, the bottleneck and the depth statistics, as
+    :meth:`GuidedPix2Pix.coarse` does; A is a third output."""
+
+    def forward(self, hazy: Tensor, estimates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        from .models.guided_pix2pix import _HEAD_ESTIMATORS, head_inputs
+
+        net = self.model
+        t, low, t0, bottleneck = self.transmission(hazy)
+        k = _HEAD_ESTIMATORS.index(net.airlight)
+        reference = estimates[:, 3 * k : 3 * k + 3].reshape(-1, 3, 1, 1)
+        a = net.airlight_head(head_inputs(bottleneck, estimates, low, t0), reference)
+        return ((hazy - a) / t + a).clamp(0.0, 1.0), t, a
 
 
 class _DarkChannelPriorGraph(nn.Module):
@@ -185,6 +211,12 @@ def graph_module(model: nn.Module) -> nn.Module:
     from .models import AODNet, DarkChannelPrior, GuidedPix2Pix
 
     wrappers = {GuidedPix2Pix: _GuidedPix2PixGraph, DarkChannelPrior: _DarkChannelPriorGraph, AODNet: _ClearOnlyGraph}
+    if type(model) is GuidedPix2Pix and model.airlight_head is not None:
+        from .models.guided_pix2pix import _HEAD_ESTIMATORS
+
+        if model.airlight not in _HEAD_ESTIMATORS:
+            raise ValueError(f"export of an airlight head over the {model.airlight!r} estimate is not supported")
+        return _HeadedGuidedPix2PixGraph(model.eval()).eval()
     for cls, wrapper in wrappers.items():
         if type(model) is cls:
             return wrapper(model.eval()).eval()
@@ -219,14 +251,20 @@ def export_onnx(method: str | None, path: str | Path, *, verbose: bool = False) 
     _require_onnx()
     dehazer = Dehazer(method)
     graph = graph_module(dehazer.model)
-    takes_airlight = not isinstance(graph, _ClearOnlyGraph)
-    inputs = ("hazy", "airlight") if takes_airlight else ("hazy",)
-    outputs = ("clear", "transmission") if takes_airlight else ("clear",)
     # Example shapes: neither a multiple of the U-Net's 128 nor equal, so that no size is special.
     noise = torch.rand(1, 3, 300, 420, generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
-    example = (noise,) + ((torch.full((1, 3, 1, 1), 0.8),) if takes_airlight else ())
+    estimates: tuple[str, ...] = ()
+    if isinstance(graph, _ClearOnlyGraph):
+        inputs, outputs, example, airlight_method = ("hazy",), ("clear",), (noise,), None
+    elif isinstance(graph, _HeadedGuidedPix2PixGraph):
+        from .models.guided_pix2pix import _HEAD_ESTIMATORS as estimates
+
+        inputs, outputs = ("hazy", "airlight_estimates"), ("clear", "transmission", "airlight")
+        example, airlight_method = (noise, torch.full((1, 9), 0.8)), ",".join(estimates)
+    else:
+        inputs, outputs = ("hazy", "airlight"), ("clear", "transmission")
+        example, airlight_method = (noise, torch.full((1, 3, 1, 1), 0.8)), dehazer.model.airlight
     dynamic = {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
-    airlight_method = getattr(dehazer.model, "airlight", None) if takes_airlight else None
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)  # its notes on optional torchvision operators are not ours
@@ -240,7 +278,7 @@ def export_onnx(method: str | None, path: str | Path, *, verbose: bool = False) 
                 opset_version=OPSET,
                 input_names=list(inputs),
                 output_names=list(outputs),
-                dynamic_shapes=(dynamic,) + (({},) if takes_airlight else ()),
+                dynamic_shapes=(dynamic,) + ({},) * (len(inputs) - 1),
                 external_data=False,
                 verbose=verbose,
             )
@@ -250,7 +288,8 @@ def export_onnx(method: str | None, path: str | Path, *, verbose: bool = False) 
     meta = {
         "hazefree_version": __version__,
         "method": dehazer.method,
-        "airlight_method": airlight_method or "",
+        "airlight_method": "" if estimates else airlight_method or "",
+        "airlight_estimates": json.dumps(estimates),
         "inputs": json.dumps(inputs),
         "outputs": json.dumps(outputs),
     }

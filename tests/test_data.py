@@ -369,6 +369,47 @@ class TestRerenderedHaze:
         # the option off leaves every level as the fraction-free bank renders it
         off = PairBank(pairs, rerender_per_pair=4, seed=0, rerender_new_airlight=0.0)
         assert all(torch.equal(x, y) for x, y in zip(off.hazy, same.hazy))
+    def test_airlights_are_known_where_the_bank_rendered_or_fitted_them(self, tmp_path):
+        self._reside_pair(tmp_path / "indoor", a=0.9)
+        for n in ("a.png", "b.png"):  # not a rendering of each other: no airlight
+            _img(tmp_path / "real" / "hazy" / n, seed=1)
+            _img(tmp_path / "real" / "clear" / n, seed=2)
+        TestSyntheticHaze()._depth_set(tmp_path / "depthset", 8)
+        pairs = find_pairs(tmp_path / "indoor").pairs + find_pairs(tmp_path / "real").pairs
+        bank = PairBank(pairs, find_depth_samples(tmp_path / "depthset"), synthetic_per_sample=2,
+                        rerender_per_pair=3, rerender_new_airlight=1.0, airlight_range=(0.6, 0.8), seed=0)
+        a = dict(zip(bank.names, bank.airlights))
+        torch.testing.assert_close(a["1410_1"], torch.full((3,), 0.9), atol=0.011, rtol=0)  # fitted
+        clear = bank.full(0)[1]
+        for k in range(3):  # each new level's own tinted airlight, which the render follows
+            i = bank.names.index(f"1410_1_rr{k}")
+            hazy = bank.full(i)[0]
+            assert 0.55 <= a[f"1410_1_rr{k}"].min() and a[f"1410_1_rr{k}"].max() <= 0.85
+            t = (hazy - a[f"1410_1_rr{k}"].view(1, 3, 1, 1)) / (clear - a[f"1410_1_rr{k}"].view(1, 3, 1, 1))
+            assert (t.max(1).values - t.min(1).values).abs().max() < 0.05
+        assert a["a"].isnan().all() and a["b"].isnan().all()
+        synthetic = [v for n, v in a.items() if "_syn" in n]
+        assert len(synthetic) == 2 and all(0.55 <= v.min() and v.max() <= 0.85 for v in synthetic)
+        # without re-rendering nothing is fitted, so a pair's airlight is not known
+        assert PairBank(pairs).airlights[0].isnan().all()
+
+    def test_sampler_airlight_follows_the_channel_shuffle(self, tmp_path):
+        # a black scene under a tinted airlight: every hazy pixel is A (1 - t), so each crop's
+        # channel ratios are its airlight's
+        root = tmp_path / "black"
+        t = np.linspace(0.2, 0.9, 32)[None, :, None] * np.ones((32, 1, 1))
+        for folder, name, arr in (("hazy", "1410_1.png", 0.9 * (1 - t)), ("clear", "1410.png", 0 * t)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.round(arr * np.ones((1, 1, 3)) * 255).astype(np.uint8)).save(root / folder / name)
+        bank = PairBank(find_pairs(root).pairs, rerender_per_pair=4, rerender_new_airlight=1.0,
+                        rerender_min_fit_db=30.0, airlight_range=(0.5, 0.9), seed=0)
+        tinted = [i for i in range(len(bank)) if bank.rerendered[i]]
+        sampler = CropSampler(bank, tinted, crop=16, batch_size=8, channel_shuffle=True, seed=2)
+        batch = sampler.batch(0)
+        ratios = batch["hazy"].mean(dim=(2, 3)) / batch["airlight"]
+        assert (ratios.max(1).values - ratios.min(1).values).max() < 0.02
+        assert not torch.equal(batch["airlight"], torch.stack([bank.airlights[i] for i in batch["index"]]))
+
     def test_pairs_outside_the_model_are_kept_as_they_are(self, tmp_path):
         for n in ("a.png", "b.png"):  # unrelated random images: not a rendering of each other
             _img(tmp_path / "hazy" / n, seed=1)

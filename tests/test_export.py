@@ -50,35 +50,54 @@ def test_exported_set_covers_the_shipped_models():
     assert {"guided-pix2pix", "aod-net", "dcp"} <= set(EXPORTED)
 
 
-@pytest.mark.slow
-@needs_photo
-@pytest.mark.parametrize("name", EXPORTED)
-def test_onnxruntime_matches_dehazer(graphs, name):
+def _check_against_dehazer(graph: Path, method: str) -> None:
+    """onnxruntime with the example's caller-side airlight against hazefree.Dehazer(method)."""
     import onnxruntime as ort
 
     example = _example()
-    session = ort.InferenceSession(str(graphs[name]), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
-    assert meta["method"] == name
-    dehazer = hazefree.Dehazer(name)
+    dehazer = hazefree.Dehazer(method)
+    assert meta["method"] == dehazer.method
     photo = read_image(PHOTO).rgb
     # The photo's own size (larger than Guided-Pix2Pix's 512 working size: resized in the graph)
     # and a smaller one (no resize), each with odd and unequal sides.
     for size in [photo.shape[-2:], (301, 419)]:
         image = F.interpolate(photo, size=tuple(size), mode="bilinear", antialias=True).clamp(0, 1)
         expected = dehazer(image)
-        got = example.dehaze(session, image[0].permute(1, 2, 0).numpy())
+        rgb = image[0].permute(1, 2, 0).numpy()
+        got = example.dehaze(session, rgb)
         assert got["clear"].shape == tuple(expected.clear.shape)
         np.testing.assert_allclose(got["clear"], expected.clear.numpy(), rtol=0, atol=1e-4)
-        if expected.transmission is not None:
-            # the example computed A itself: the same estimator, the same tie rule
-            rgb = image[0].permute(1, 2, 0).numpy()
-            np.testing.assert_allclose(
-                example.airlight(rgb, meta["airlight_method"]), expected.airlight.flatten().numpy(), rtol=0, atol=1e-5
-            )
-            np.testing.assert_allclose(got["transmission"], expected.transmission.numpy(), rtol=0, atol=1e-4)
-        else:
+        if expected.transmission is None:
             assert set(got) == {"clear"}
+            continue
+        np.testing.assert_allclose(got["transmission"], expected.transmission.numpy(), rtol=0, atol=1e-4)
+        # the example computed A (or the head's estimates) itself: the same estimator, the same tie rule
+        airlight = got["airlight"] if "airlight" in got else example.airlight(rgb, meta["airlight_method"])
+        np.testing.assert_allclose(airlight.flatten(), expected.airlight.flatten().numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+@needs_photo
+@pytest.mark.parametrize("name", EXPORTED)
+def test_onnxruntime_matches_dehazer(graphs, name):
+    _check_against_dehazer(graphs[name], name)
+
+
+@pytest.mark.slow
+@needs_photo
+def test_airlight_head_is_in_the_graph(tmp_path):
+    # a trained-looking head (last layer not zero), so that A is the head's, not the reference's
+    torch.manual_seed(0)
+    options = {"ngf": 4, "num_downs": 4, "work_size": 256, "airlight": "dark_channel_brightest", "airlight_head": True}
+    net = models.create("guided-pix2pix", **options)
+    torch.nn.init.normal_(net.airlight_head.mlp[-1].weight, std=0.5)
+    weights = tmp_path / "headed.safetensors"
+    models.save_weights(net, weights, "guided-pix2pix", options)
+    graph = tmp_path / "headed.onnx"
+    assert cli.main(["export", str(weights), "-o", str(graph)]) == 0
+    _check_against_dehazer(graph, str(weights))
 
 
 @needs_photo

@@ -122,6 +122,21 @@ class TestGuidedPix2Pix:
             opt.step()
         assert err[-1] < 0.5 * err[0]
 
+    def test_depth_statistics_read_the_haziest_and_clearest_pixels(self):
+        from hazefree.models.guided_pix2pix import DEPTH_STATISTICS, depth_statistics
+
+        t0 = torch.linspace(0.1, 0.9, 200).view(1, 1, 10, 20).repeat(2, 1, 1, 1)
+        image = torch.rand(2, 3, 10, 20)
+        image[:, :, 0, :2] = torch.tensor([0.7, 0.8, 0.9]).view(3, 1)  # the two lowest t0 (1 % of 200)
+        image[:, :, -1, -2:] = 0.1  # the two highest
+        got = depth_statistics(image, t0)
+        assert got.shape == (2, DEPTH_STATISTICS)
+        torch.testing.assert_close(got[0, :3], torch.tensor([0.7, 0.8, 0.9]))
+        torch.testing.assert_close(got[0, 3], t0[0, 0, 0, :2].mean())
+        torch.testing.assert_close(got[0, 4:7], torch.full((3,), 0.1))
+        torch.testing.assert_close(got[0, 7], t0[0, 0, -1, -2:].mean())
+        torch.testing.assert_close(got[0, 8], torch.tensor(0.5))
+
     def test_unet_and_discriminator_shapes(self):
         g = UNetGenerator(3, 1, ngf=4, num_downs=4)
         assert g(torch.rand(1, 3, 50, 30)).shape == (1, 1, 50, 30)

@@ -17,6 +17,7 @@ from hazefree import models
 from hazefree.cli import main as cli_main
 from hazefree.models.weights import load_weights
 from hazefree.training import TrainConfig, Trainer, load_config, load_training_data
+from hazefree.training.trainer import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None}
@@ -252,6 +253,25 @@ class TestTrainer:
         with pytest.raises(ValueError, match="ema_decay"):
             Trainer(_cfg(tmp_path, "supervised", ema_decay=1.5, out=str(tmp_path / "run4")), progress=False)
 
+    def test_oracle_airlight_tool(self, tmp_path):
+        # fixtures rendered with A = 0.85: the tool swaps in the fitted A, then the fitted t
+        cfg = _cfg(tmp_path)
+        net = models.create("guided-pix2pix", **TINY, airlight="max_luma")
+        models.save_weights(net, tmp_path / "w.safetensors", "guided-pix2pix", {**TINY, "airlight": "max_luma"})
+        tool = Path(__file__).resolve().parents[1] / "tools" / "oracle_airlight.py"
+        out = subprocess.run([sys.executable, str(tool), str(tmp_path / "cfg.yaml"), str(tmp_path / "w.safetensors"),
+                              "--json", str(tmp_path / "rows.json")], capture_output=True, text=True, check=True).stdout
+        rows = json.loads((tmp_path / "rows.json").read_text())
+        tr = Trainer(cfg, progress=False)
+        assert len(rows) == len(tr.val_idx) > 0 and "data" in out.splitlines()[1]
+        from hazefree.metrics import psnr
+
+        for row, i in zip(rows, tr.val_idx):
+            hazy, clear = tr.bank.full(i)
+            assert row["fitted_airlight"] == pytest.approx(0.85, abs=0.011)
+            assert row["model"] == pytest.approx(psnr(net.eval()(hazy).clear, clear).item(), abs=1e-4)
+            assert row["fitted_t"] > row["model"]  # an untrained U-Net's t is far from the fitted one
+
     def test_init_from_weights(self, tmp_path):
         first = _cfg(tmp_path, steps=2)
         Trainer(first, progress=False).fit()
@@ -273,6 +293,62 @@ class TestTrainer:
         with pytest.raises(Exception, match="no such file"):
             Trainer(_cfg(tmp_path, out=str(tmp_path / "bad"), init=str(tmp_path / "missing.safetensors")),
                     progress=False)
+
+    def test_airlight_loss_supervises_the_head_where_the_data_know_a(self, tmp_path):
+        # the fixtures are rendered with A = 0.85; re-rendering fits it, so the bank knows it
+        cfg = _cfg(tmp_path, "supervised", steps=4, airlight_loss=1.0,
+                   model_options={**TINY, "airlight": "max_luma", "airlight_head": True},
+                   data={"paired": [str(_dataset(tmp_path / "data"))], "crop": 32, "val_fraction": 0.25,
+                         "rerender_per_pair": 1, "rerender_min_fit_db": 40.0})
+        tr = Trainer(cfg, progress=False)
+        batch = tr.sampler.batch(0)
+        torch.testing.assert_close(batch["airlight"], torch.full((2, 3), 0.85), atol=0.011, rtol=0)
+        losses = tr.objective.losses(batch)
+        out = tr.model(batch["hazy"])
+        err = (out.airlight.flatten(1) - batch["airlight"]).abs().mean(1)
+        torch.testing.assert_close(losses["loss_airlight"], err)
+        assert np.isfinite(tr.fit()["loss_airlight"])
+        # a sample whose airlight is not known adds nothing
+        batch["airlight"][0] = float("nan")
+        unknown = tr.objective.losses(batch)
+        assert unknown["loss_airlight"][0] == 0 and unknown["loss_airlight"][1] > 0
+        with pytest.raises(ValueError, match="airlight_loss needs"):
+            from hazefree.training.objectives import airlight_error
+            airlight_error(None, batch)
+
+    def test_airlight_head_fit_on_whole_images(self, tmp_path):
+        # stage 1: a tiny model; stage 2 fits a head onto it with everything else frozen
+        first = _cfg(tmp_path, "supervised", steps=2, model_options={**TINY, "airlight": "max_luma"})
+        Trainer(first, progress=False).fit()
+        init = str(Path(first.out) / "best.safetensors")
+        data = {"paired": [str(tmp_path / "data")], "val_fraction": 0.25, "rerender_per_pair": 2,
+                "rerender_min_fit_db": 40.0}
+        # an untrained U-Net's t says little, so the airlight term leads (weight 20)
+        cfg = _cfg(tmp_path, "airlight_head", steps=40, val_every=20, batch_size=4, airlight_loss=20.0,
+                   init=init, init_new_modules=["airlight_head"], out=str(tmp_path / "head"), data=data,
+                   model_options={**TINY, "airlight": "max_luma", "airlight_head": True},
+                   optim={"lr": 1e-2, "schedule": "constant", "betas": [0.9, 0.999]})
+        from hazefree.training.airlight import head_examples, head_loss
+        from hazefree.training.trainer import train
+
+        best = train(cfg, progress=False)
+        fitted = models.load_file(Path(cfg.out) / "best.safetensors")
+        start, _ = load_weights(init)
+        for k, v in start.items():  # the frozen model is untouched
+            torch.testing.assert_close(fitted.state_dict()[k], v, rtol=0, atol=0, msg=k)
+        log = json.loads((Path(cfg.out) / "log.json").read_text())
+        assert [r["step"] for r in log] == [20, 40] and best["val_psnr"] == max(r["val_psnr"] for r in log)
+        # the head learned: its airlight error on the cached training images fell (fixtures: A = 0.85)
+        bank, train_idx, _ = load_training_data(cfg)
+        fresh = build_model(cfg)
+        fresh.load_state_dict({**fitted.state_dict(), **{k: torch.zeros_like(v) for k, v in
+                                                          fitted.state_dict().items() if k.endswith("mlp.2.weight")
+                                                          or k.endswith("mlp.2.bias")}})
+        ex = head_examples(fitted, bank, train_idx, seed=0, progress=False)
+        idx = torch.arange(len(ex.inputs))
+        assert head_loss(fitted.airlight_head, ex, idx, cfg)[1].mean() < head_loss(fresh.airlight_head, ex, idx, cfg)[1].mean()
+        with pytest.raises(ValueError, match="needs model_options.airlight_head"):
+            train(_cfg(tmp_path, "airlight_head", init=init, out=str(tmp_path / "x")), progress=False)
 
     def test_one_step_each_preset(self, tmp_path):
         for name, crop in (("guided-pix2pix", 64), ("guided-pix2pix-paper", 256)):

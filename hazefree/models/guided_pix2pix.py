@@ -132,28 +132,63 @@ class AirlightHead(nn.Module):
     """Learned correction of an airlight estimate (a deviation from the paper, which uses max luma).
 
     Max luma is right for dense white haze but is outshone by bright objects under dim haze;
-    the dark-channel rules err the other way on scenes whose haziest pixels are not opaque. The head
-    sees the U-Net's pooled bottleneck features and the three estimates (:data:`_HEAD_ESTIMATORS`)
-    and returns A = clamp(A_ref + 0.5 tanh(delta)) per channel, where A_ref is the model's
-    configured estimator. It is trained end to end through J = (I - A) / t + A; the last layer
+    the dark-channel rules err the other way on scenes whose haziest pixels are not opaque (an
+    indoor room whose far wall has t = 0.5 shows at most A / 2 + J / 2, so every rule that reads A
+    off the image's pixels finds it too dark). The head sees the U-Net's pooled bottleneck
+    features, the three estimates (:data:`_HEAD_ESTIMATORS`) and :func:`depth_statistics` of the
+    coarse transmission, from which A can be extrapolated: I = J t + A (1 - t) at the haziest
+    pixels. It returns A = clamp(A_ref + 0.5 tanh(delta)) per channel, where A_ref is the model's
+    configured estimator, and is trained end to end through J = (I - A) / t + A (and, where a
+    training pair says what A is, on A itself: ``TrainConfig.airlight_loss``). The last layer
     starts at zero, so a new head leaves a trained model's output unchanged.
 
     Shape:
-        (N x C x h x w features, N x 3 x 1 x 1 A_ref, N x 9 estimates) -> N x 3 x 1 x 1.
+        (N x F inputs from :func:`head_inputs`, N x 3 x 1 x 1 A_ref) -> N x 3 x 1 x 1, where
+        F = C + 3 * len(_HEAD_ESTIMATORS) + DEPTH_STATISTICS for C bottleneck channels.
     """
 
-    def __init__(self, channels: int, hidden: int = 32) -> None:
+    def __init__(self, channels: int, hidden: int = 64) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(channels + 3 * len(_HEAD_ESTIMATORS), hidden), nn.ReLU(), nn.Linear(hidden, 3)
+            nn.Linear(channels + 3 * len(_HEAD_ESTIMATORS) + DEPTH_STATISTICS, hidden), nn.ReLU(), nn.Linear(hidden, 3)
         )
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
-    def forward(self, features: Tensor, reference: Tensor, estimates: Tensor) -> Tensor:
-        x = torch.cat([features.mean(dim=(2, 3)), estimates], dim=1)
-        delta = 0.5 * torch.tanh(self.mlp(x))
+    def forward(self, inputs: Tensor, reference: Tensor) -> Tensor:
+        delta = 0.5 * torch.tanh(self.mlp(inputs))
         return (reference + delta.view_as(reference)).clamp(MIN_AIRLIGHT, 1.0)
+
+
+# Number of values :func:`depth_statistics` returns per image.
+DEPTH_STATISTICS = 9
+
+
+def depth_statistics(image: Tensor, t0: Tensor) -> Tensor:
+    """Colour and transmission of the haziest and the clearest 1 % of pixels, by t0.
+
+    Returns N x 9: mean colour of the haziest pixels (3) and their mean t0, the same for the
+    clearest pixels (3 + 1), and the mean t0. With I = J t + A (1 - t), the haziest pixels'
+    colour and t0 bound A from below and say how far to extrapolate.
+    """
+    n = image.shape[0]
+    flat_t = t0.reshape(n, -1)
+    flat_i = image.reshape(n, image.shape[1], -1)
+    k = torch.sym_max(1, flat_t.shape[1] // 100)  # integer arithmetic: also a symbolic size in ONNX export
+    out = []
+    for largest in (False, True):
+        t_sel, idx = flat_t.topk(k, dim=1, largest=largest)
+        colour = flat_i.gather(2, idx.unsqueeze(1).expand(-1, flat_i.shape[1], -1)).mean(dim=2)
+        out += [colour, t_sel.mean(dim=1, keepdim=True)]
+    return torch.cat(out + [flat_t.mean(dim=1, keepdim=True)], dim=1)
+
+
+def head_inputs(bottleneck: Tensor, estimates: Tensor, low: Tensor, t0: Tensor) -> Tensor:
+    """The :class:`AirlightHead`'s input: the pooled bottleneck, the N x 9 airlight ``estimates``
+    (:data:`_HEAD_ESTIMATORS`, in order) and :func:`depth_statistics` of the working-size image
+    ``low`` by the coarse ``t0``. t0 enters as an input, like the estimates: the head's error does
+    not steer the transmission through it."""
+    return torch.cat([bottleneck.mean(dim=(2, 3)), estimates, depth_statistics(low, t0.detach())], dim=1)
 
 
 def working_size(h, w, work_size: int):
@@ -222,9 +257,11 @@ class GuidedPix2Pix(nn.Module):
             est = estimate_airlights(hazy, methods)
         a = est[self.airlight]
         logits, bottleneck = self.backbone.forward_features(low)
+        t0 = torch.sigmoid(logits)
         if self.airlight_head is not None:
-            a = self.airlight_head(bottleneck, a, torch.cat([est[m].flatten(1) for m in _HEAD_ESTIMATORS], 1))
-        return a, torch.sigmoid(logits)
+            estimates = torch.cat([est[m].flatten(1) for m in _HEAD_ESTIMATORS], 1)
+            a = self.airlight_head(head_inputs(bottleneck, estimates, low, t0), a)
+        return a, t0
 
     def forward(self, hazy: Tensor) -> DehazeOutput:
         size = self.working_size(*hazy.shape[-2:])
@@ -258,6 +295,8 @@ __all__ = [
     "UNetGenerator",
     "PatchDiscriminator",
     "AirlightHead",
+    "depth_statistics",
+    "head_inputs",
     "GuidedPix2Pix",
     "guided_pix2pix",
     "working_size",

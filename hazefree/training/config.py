@@ -104,9 +104,14 @@ class TrainConfig:
 
     model: str = "guided-pix2pix"
     model_options: dict[str, Any] = field(default_factory=dict)
-    objective: str = "pix2pix"  # "pix2pix" (L1 + PatchGAN) or "supervised"
+    # "pix2pix" (L1 + PatchGAN), "supervised", or "airlight_head" (fit a Guided-Pix2Pix airlight head
+    # on whole images with the rest of init's model frozen: hazefree.training.airlight)
+    objective: str = "pix2pix"
     loss: str = "l1"  # per-sample reconstruction loss: "l1", "mse" or "smooth_l1"
     lambda_l1: float = 100.0
+    # Weight of the mean absolute error of the predicted airlight, on the samples whose airlight the
+    # data know (PairBank.airlights: fitted RESIDE-style pairs, re-renders, depth renders); 0 = off.
+    airlight_loss: float = 0.0
     ndf: int = 64
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -25,6 +25,17 @@ def per_sample_loss(pred: Tensor, target: Tensor, kind: str = "l1") -> Tensor:
     raise ValueError(f"unknown loss {kind!r}; choose l1, mse or smooth_l1")
 
 
+def airlight_error(airlight: Tensor | None, batch: dict[str, Tensor]) -> Tensor:
+    """Per-sample mean absolute error of the predicted airlight (N x 3 x 1 x 1) against the batch's
+    ``airlight`` (N x 3, NaN where the pair does not say; those samples count 0)."""
+    if airlight is None:
+        raise ValueError("airlight_loss needs a model that returns its airlight (a scattering-model dehazer)")
+    target = batch["airlight"].to(airlight)
+    known = ~target.isnan().any(dim=1)
+    err = (airlight.flatten(1) - target.nan_to_num(0.0)).abs().mean(dim=1)
+    return torch.where(known, err, torch.zeros_like(err))
+
+
 class Objective(Protocol):
     """What the trainer needs from a training method."""
 
@@ -75,6 +86,7 @@ class SupervisedObjective:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, wrap=lambda m: m) -> None:
         self.model, self.train_model, self.kind = model, wrap(model), cfg.loss
+        self.airlight_weight = cfg.airlight_loss
         self._opt = {"model": make_optimizer(model.parameters(), cfg.optim)}
         self.optim_cfg = cfg.optim
 
@@ -94,7 +106,11 @@ class SupervisedObjective:
     def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-sample losses (each of shape N)."""
         out = self.train_model(batch["hazy"])
-        return {"loss": per_sample_loss(out.clear, batch["clear"], self.kind)}
+        loss = per_sample_loss(out.clear, batch["clear"], self.kind)
+        if not self.airlight_weight:
+            return {"loss": loss}
+        err = airlight_error(out.airlight, batch)
+        return {"loss": loss + self.airlight_weight * err, "loss_airlight": err}
 
     def step(self, batch: dict[str, Tensor], weights: Tensor | None = None) -> dict[str, float]:
         """One update; ``weights`` (N, summing to 1) replace the batch mean by a weighted sum."""
@@ -130,6 +146,7 @@ class Pix2PixObjective:
         self.d = models.PatchDiscriminator(ndf=cfg.ndf)
         self.g_train, self.d_train = wrap(self.g), wrap(self.d)
         self.lambda_l1, self.kind = cfg.lambda_l1, cfg.loss
+        self.airlight_weight = cfg.airlight_loss
         self._opt = {"generator": make_optimizer(self.g.parameters(), cfg.optim),
                      "discriminator": make_optimizer(self.d.parameters(), cfg.optim)}
         self.optim_cfg = cfg.optim
@@ -150,7 +167,8 @@ class Pix2PixObjective:
     def step(self, batch: dict[str, Tensor], weights: Tensor | None = None) -> dict[str, float]:
         """One D and one G update; ``weights`` (N, summing to 1) weight G's per-patch losses."""
         hazy, clear = batch["hazy"], batch["clear"]
-        fake = self.g_train(hazy).clear
+        out = self.g_train(hazy)
+        fake = out.clear
 
         self.d.requires_grad_(True)
         # real and fake in one forward: DDP expects one forward per backward, and InstanceNorm
@@ -168,6 +186,8 @@ class Pix2PixObjective:
         loss_gan = _bce_per_sample(self.d(hazy, fake), True)
         loss_l1 = per_sample_loss(fake, clear, self.kind)
         loss_g = loss_gan + self.lambda_l1 * loss_l1
+        if self.airlight_weight:  # on the L1 term's scale
+            loss_g = loss_g + self.lambda_l1 * self.airlight_weight * airlight_error(out.airlight, batch)
         opt_g = self._opt["generator"]
         opt_g.zero_grad(set_to_none=True)
         _reduce(loss_g, weights).backward()

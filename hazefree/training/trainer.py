@@ -72,7 +72,7 @@ class Trainer:
         elif cfg.objective == "supervised":
             self.objective = SupervisedObjective(self.model, cfg, wrap)
         else:
-            raise ValueError(f"unknown objective {cfg.objective!r}; choose pix2pix or supervised")
+            raise ValueError(f"unknown objective {cfg.objective!r}; choose pix2pix, supervised or airlight_head (train())")
         self.schedulers = {
             k: make_scheduler(o, cfg.optim, cfg.steps)
             for k, o in self.objective.optimizers().items()
@@ -309,6 +309,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         started = True
+    if cfg.objective == "airlight_head":  # minutes on cached whole images: no checkpoints, one process
+        from .airlight import fit_airlight_head
+
+        return fit_airlight_head(cfg, progress=progress)
     try:
         return Trainer(cfg, resume=resume, progress=progress).fit()
     finally:

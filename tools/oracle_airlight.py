@@ -1,0 +1,79 @@
+"""Which estimate costs a scattering-model dehazer more on a config's validation images: A or t?
+
+    python tools/oracle_airlight.py configs/guided-pix2pix-stage5.yaml \
+        hazefree/weights/guided-pix2pix.safetensors [--json out.json]
+
+For each validation pair that the scattering model fits to ``--min-fit-db`` (RESIDE-style renders),
+:func:`hazefree.physics.fit_haze_model` recovers the airlight A and transmission t that rendered it.
+The model's output is scored as it is, with the fitted A in place of its own (its t kept), and with
+the fitted t in place of its own (its A kept), next to DCP and the hazy input; PSNR means per source.
+Reads only the config's data (``train/``), never an evaluation folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+
+import torch
+
+from hazefree import models
+from hazefree.data import source_labels
+from hazefree.metrics import psnr
+from hazefree.physics import fit_haze_model, remove_haze
+from hazefree.training import load_config, load_training_data
+
+COLUMNS = ("hazy", "dcp", "model", "fitted_A", "fitted_t")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config", help="training config whose validation split is used")
+    p.add_argument("weights", help="weights file written by hazefree train")
+    p.add_argument("--min-fit-db", type=float, default=45.0, help="pairs fitting the model less well are skipped")
+    p.add_argument("--json", help="also write every image's scores here")
+    args = p.parse_args(argv)
+    # re-rendered levels are not validated; skipping them makes the bank load in seconds
+    cfg = load_config(args.config, None, ["data.rerender_per_pair=0"])
+    bank, _, val_idx = load_training_data(cfg)
+    net = models.load_file(args.weights).eval()
+    dcp = models.create("dcp").eval()
+    by_source = bank.by_source(val_idx)
+    labels = source_labels(by_source)
+    rows = []
+    with torch.no_grad():
+        for src, indices in by_source.items():
+            for i in indices:
+                hazy, clear = bank.full(i)
+                a_fit, t_fit, fit_db = fit_haze_model(hazy, clear)
+                if fit_db.item() < args.min_fit_db:
+                    continue
+                out = net(hazy)
+                t_min = getattr(net, "t_min", 0.05)
+                outputs = {
+                    "hazy": hazy,
+                    "dcp": dcp(hazy).clear,
+                    "model": out.clear,
+                    "fitted_A": remove_haze(hazy, out.transmission, a_fit, t_min=t_min),
+                    "fitted_t": remove_haze(hazy, t_fit, out.airlight, t_min=t_min),
+                }
+                rows.append({"source": labels[src], "name": bank.names[i],
+                             "airlight": out.airlight.mean().item(), "fitted_airlight": a_fit.mean().item(),
+                             **{k: psnr(v.clamp(0, 1), clear).item() for k, v in outputs.items()}})
+    table = defaultdict(list)
+    for r in rows:
+        table[r["source"]].append(r)
+    print(f"{'source':16s} {'n':>3s} " + " ".join(f"{c:>9s}" for c in COLUMNS) + "   |A - A_fit|")
+    for source, rs in sorted(table.items()):
+        means = [sum(r[c] for r in rs) / len(rs) for c in COLUMNS]
+        a_err = sum(abs(r["airlight"] - r["fitted_airlight"]) for r in rs) / len(rs)
+        print(f"{source:16s} {len(rs):3d} " + " ".join(f"{m:9.2f}" for m in means) + f"   {a_err:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
