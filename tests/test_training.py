@@ -314,7 +314,7 @@ class TestTrainer:
         assert unknown["loss_airlight"][0] == 0 and unknown["loss_airlight"][1] > 0
         with pytest.raises(ValueError, match="airlight_loss needs"):
             from hazefree.training.objectives import airlight_error
-            airlight_error(None, batch)
+            airlight_error(None, batch["airlight"])
 
     def test_airlight_head_fit_on_whole_images(self, tmp_path):
         # stage 1: a tiny model; stage 2 fits a head onto it with everything else frozen

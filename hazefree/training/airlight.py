@@ -26,10 +26,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..data import check_every_source_named, source_labels
-from ..models.weights import atomic_write, load_state_strict, load_weights, save_weights
+from ..models.weights import atomic_write, load_state_strict, load_weights
 from .config import TrainConfig, config_to_dict
 from .objectives import airlight_error, make_optimizer, make_scheduler, per_sample_loss
-from .trainer import build_model
+from .trainer import build_model, save_best
 from .validation import load_training_data, validate_run
 
 # Pixels sampled per training image: enough for a per-image mean error, small enough to hold
@@ -81,7 +81,7 @@ def head_loss(head, ex: HeadExamples, idx: Tensor, cfg: TrainConfig) -> tuple[Te
     a = head(ex.inputs[idx], ex.reference[idx]).view(-1, 3, 1)
     pred = ((ex.hazy[idx] - a) / ex.transmission[idx] + a).clamp(0.0, 1.0)
     loss = per_sample_loss(pred, ex.clear[idx], cfg.loss)
-    err = airlight_error(a.unsqueeze(-1), {"airlight": ex.airlight[idx]})
+    err = airlight_error(a.unsqueeze(-1), ex.airlight[idx])
     return loss + cfg.airlight_loss * err, err
 
 
@@ -140,8 +140,6 @@ def fit_airlight_head(cfg: TrainConfig, progress: bool = True) -> dict[str, floa
             log.append({"step": step, "loss": loss.mean().item(), "airlight_error": err.mean().item(), **metrics})
             if metrics.get("val_psnr", float("-inf")) > best["val_psnr"]:
                 best = {"step": step, **metrics}
-                save_weights(model, out / "best.safetensors", model_name=cfg.model, options=cfg.model_options,
-                             extra={k: f"{v:.4f}" for k, v in best.items()})
-                _write_json(out / "best.json", best)
+                save_best(out, model, cfg, step, metrics)
             _write_json(out / "log.json", log)
     return best

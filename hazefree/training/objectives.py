@@ -25,12 +25,12 @@ def per_sample_loss(pred: Tensor, target: Tensor, kind: str = "l1") -> Tensor:
     raise ValueError(f"unknown loss {kind!r}; choose l1, mse or smooth_l1")
 
 
-def airlight_error(airlight: Tensor | None, batch: dict[str, Tensor]) -> Tensor:
-    """Per-sample mean absolute error of the predicted airlight (N x 3 x 1 x 1) against the batch's
-    ``airlight`` (N x 3, NaN where the pair does not say; those samples count 0)."""
+def airlight_error(airlight: Tensor | None, target: Tensor) -> Tensor:
+    """Per-sample mean absolute error of the predicted airlight (N x 3 x 1 x 1) against ``target``
+    (N x 3, a batch's ``airlight``: NaN where the pair does not say; those samples count 0)."""
     if airlight is None:
         raise ValueError("airlight_loss needs a model that returns its airlight (a scattering-model dehazer)")
-    target = batch["airlight"].to(airlight)
+    target = target.to(airlight)
     known = ~target.isnan().any(dim=1)
     err = (airlight.flatten(1) - target.nan_to_num(0.0)).abs().mean(dim=1)
     return torch.where(known, err, torch.zeros_like(err))
@@ -109,7 +109,7 @@ class SupervisedObjective:
         loss = per_sample_loss(out.clear, batch["clear"], self.kind)
         if not self.airlight_weight:
             return {"loss": loss}
-        err = airlight_error(out.airlight, batch)
+        err = airlight_error(out.airlight, batch["airlight"])
         return {"loss": loss + self.airlight_weight * err, "loss_airlight": err}
 
     def step(self, batch: dict[str, Tensor], weights: Tensor | None = None) -> dict[str, float]:
@@ -187,7 +187,7 @@ class Pix2PixObjective:
         loss_l1 = per_sample_loss(fake, clear, self.kind)
         loss_g = loss_gan + self.lambda_l1 * loss_l1
         if self.airlight_weight:  # on the L1 term's scale
-            loss_g = loss_g + self.lambda_l1 * self.airlight_weight * airlight_error(out.airlight, batch)
+            loss_g = loss_g + self.lambda_l1 * self.airlight_weight * airlight_error(out.airlight, batch["airlight"])
         opt_g = self._opt["generator"]
         opt_g.zero_grad(set_to_none=True)
         _reduce(loss_g, weights).backward()

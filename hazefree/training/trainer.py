@@ -49,6 +49,13 @@ def bild_validation_batches(cfg: TrainConfig, bank: PairBank, val_idx: list[int]
                        tuple(cfg.data.scale_range))
 
 
+def save_best(out: Path, model: nn.Module, cfg: TrainConfig, step: int, metrics: dict[str, float]) -> None:
+    """Write a run's ``best.safetensors`` (the metrics in its metadata) and ``best.json``."""
+    save_weights(model, out / "best.safetensors", model_name=cfg.model, options=cfg.model_options,
+                 extra={"step": str(step), **{k: f"{v:.4f}" for k, v in metrics.items()}})
+    atomic_write(out / "best.json", lambda tmp: Path(tmp).write_text(json.dumps({"step": step, **metrics}, indent=2)))
+
+
 class Trainer:
     """The training loop shared by every model. See the module docstring."""
 
@@ -187,10 +194,7 @@ class Trainer:
         if self.rank != 0 or metrics.get("val_psnr", float("-inf")) <= self.best_psnr:
             return
         self.best_psnr = metrics["val_psnr"]
-        save_weights(self._evaluated(), self.out / "best.safetensors", model_name=self.cfg.model,
-                     options=self.cfg.model_options, extra={"step": str(self.step), **{k: f"{v:.4f}" for k, v in metrics.items()}})
-        atomic_write(self.out / "best.json",
-                     lambda tmp: Path(tmp).write_text(json.dumps({"step": self.step, **metrics}, indent=2)))
+        save_best(self.out, self._evaluated(), self.cfg, self.step, metrics)
 
     def fit(self) -> dict[str, float]:
         """Train until ``cfg.steps``; returns the last logged losses and metrics."""
