@@ -18,7 +18,7 @@ import sys
 import torch
 
 from hazefree.models import create
-from hazefree.models.weights import load_state_strict, load_weights, save_weights
+from hazefree.models.weights import CheckpointError, load_state_strict, load_weights, save_weights
 from hazefree.training.widen import widen_guided_pix2pix
 
 # Largest |difference| of the clear image between narrow and wide models that passes the check.
@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ngf", type=int, required=True, help="the new base width of the U-Net")
     p.add_argument("--seed", type=int, default=0, help="seed of the new channels' initialisation")
     args = p.parse_args(argv)
-    state, meta = load_weights(args.source)
+    try:
+        state, meta = load_weights(args.source)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not meta.get("model", "").startswith("guided-pix2pix"):
         print(f"error: {args.source} holds {meta.get('model')!r}, not Guided-Pix2Pix weights", file=sys.stderr)
         return 2

@@ -1,0 +1,89 @@
+"""Widening a trained Guided-Pix2Pix U-Net: same output, live new channels, the tool's checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hazefree import models
+from hazefree.training.widen import widen_guided_pix2pix
+
+TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None}
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "widen_weights.py"
+
+
+def _trained_like(head: bool = False) -> models.GuidedPix2Pix:
+    """A narrow model whose weights are all non-zero (so a misplaced copy shows)."""
+    torch.manual_seed(0)
+    net = models.create("guided-pix2pix", **TINY, airlight_head=head)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net.eval()
+
+
+@pytest.mark.parametrize("head", [False, True])
+def test_wide_model_computes_the_narrow_one(head):
+    narrow = _trained_like(head)
+    wide = widen_guided_pix2pix(narrow, models.create("guided-pix2pix", **{**TINY, "ngf": 6}, airlight_head=head)).eval()
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in narrow.parameters())
+    x = torch.rand(2, 3, 37, 50, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = narrow(x), wide(x)
+    torch.testing.assert_close(b.coarse_transmission, a.coarse_transmission, rtol=0, atol=1e-6)
+    torch.testing.assert_close(b.airlight, a.airlight, rtol=0, atol=1e-6)
+    torch.testing.assert_close(b.clear, a.clear, rtol=0, atol=1e-5)
+
+
+def test_new_channels_learn():
+    # the zero weights from new channels into old ones must receive gradient, or the width is dead
+    narrow = _trained_like()
+    wide = widen_guided_pix2pix(narrow, models.create("guided-pix2pix", **{**TINY, "ngf": 6}))
+    wide.train()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    wide(x).clear.mean().backward()
+    layer = wide.backbone.down[1][0]  # Conv2d 6 -> 12 channels; old: 4 -> 8
+    assert torch.all(layer.weight[:8, 4:] == 0)
+    assert layer.weight.grad[:8, 4:].abs().sum() > 0
+    up = wide.backbone.head[1]  # ConvTranspose2d [up 6, skip 6] -> 1; old rows 0-3 and 6-9
+    assert torch.all(up.weight[[4, 5, 10, 11]] == 0) and up.weight.grad[[4, 5, 10, 11]].abs().sum() > 0
+
+
+def test_depth_must_match():
+    narrow = _trained_like()
+    with pytest.raises(ValueError, match="num_downs"):
+        widen_guided_pix2pix(narrow, models.create("guided-pix2pix", **{**TINY, "ngf": 6, "num_downs": 4}))
+
+
+def _tool(*args):
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True)
+
+
+def test_tool_writes_a_loadable_wider_file(tmp_path):
+    src = tmp_path / "narrow.safetensors"
+    models.save_weights(_trained_like(), src, "guided-pix2pix", TINY)
+    out = tmp_path / "wide.safetensors"
+    done = _tool(src, out, "--ngf", 8)
+    assert done.returncode == 0, done.stderr
+    wide = models.load_file(out)
+    assert wide.backbone.down[0][0].out_channels == 8
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x).clear, models.load_file(src)(x).clear, rtol=0, atol=1e-5)
+
+
+def test_tool_rejects_what_it_cannot_widen(tmp_path):
+    src = tmp_path / "narrow.safetensors"
+    models.save_weights(_trained_like(), src, "guided-pix2pix", TINY)
+    done = _tool(src, tmp_path / "same.safetensors", "--ngf", 4)
+    assert done.returncode == 2 and "not wider" in done.stderr and not (tmp_path / "same.safetensors").exists()
+    aod = tmp_path / "aod.safetensors"
+    models.save_weights(models.create("aod-net"), aod, "aod-net", {})
+    done = _tool(aod, tmp_path / "x.safetensors", "--ngf", 8)
+    assert done.returncode == 2 and "not Guided-Pix2Pix" in done.stderr
+    done = _tool(tmp_path / "missing.safetensors", tmp_path / "x.safetensors", "--ngf", 8)
+    assert done.returncode == 2 and "missing.safetensors" in done.stderr and "Traceback" not in done.stderr
