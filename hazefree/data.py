@@ -439,6 +439,17 @@ def check_every_source_named(labels: Iterable[str], mapping: Mapping[str, object
         )
 
 
+def source_draw_weights(by_source: Mapping[str, Sequence[int]], source_weights: Mapping[str, float]) -> Tensor:
+    """Each source's drawing weight (float64, in ``by_source`` order) from ``{source label: weight}``;
+    every source must be named, weights >= 0 with a positive sum."""
+    labels = list(source_labels(by_source).values())
+    check_every_source_named(labels, source_weights, "source_weights", "training source")
+    weights = torch.tensor([float(source_weights[label]) for label in labels], dtype=torch.float64)
+    if bool((weights < 0).any()) or not float(weights.sum()) > 0:
+        raise ValueError(f"source_weights must be >= 0 with a positive sum, got {dict(source_weights)}")
+    return weights
+
+
 def _to_uint8(x: Tensor) -> Tensor:
     return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).squeeze(0)
 
@@ -487,13 +498,7 @@ class CropSampler:
         self.scale_range, self.flip, self.channel_shuffle = scale_range, flip, channel_shuffle
         by_source = bank.by_source(self.indices)
         self.groups = list(by_source.values()) if balance_sources or source_weights else [self.indices]
-        self.weights: Tensor | None = None
-        if source_weights:
-            labels = list(source_labels(by_source).values())
-            check_every_source_named(labels, source_weights, "source_weights", "training source")
-            self.weights = torch.tensor([float(source_weights[label]) for label in labels], dtype=torch.float64)
-            if bool((self.weights < 0).any()) or not float(self.weights.sum()) > 0:
-                raise ValueError(f"source_weights must be >= 0 with a positive sum, got {dict(source_weights)}")
+        self.weights = source_draw_weights(by_source, source_weights) if source_weights else None
 
     def batch(self, step: int, rank: int = 0) -> dict[str, Tensor]:
         gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1009 + rank) % 2**63)

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import yaml
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..data import check_every_source_named, source_labels
+from ..data import source_draw_weights
 from ..models.weights import atomic_write, load_state_strict, load_weights
-from .config import TrainConfig, config_to_dict
+from .config import TrainConfig, write_config
 from .objectives import airlight_error, make_optimizer, make_scheduler, per_sample_loss
 from .trainer import build_model, save_best
 from .validation import load_training_data, validate_run
@@ -110,8 +109,7 @@ def fit_airlight_head(cfg: TrainConfig, progress: bool = True) -> dict[str, floa
     examples = head_examples(model, bank, train_idx, cfg.seed, progress)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.yaml",
-                 lambda tmp: Path(tmp).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False)))
+    write_config(out, cfg)
     opt = make_optimizer(head.parameters(), cfg.optim)
     sched = make_scheduler(opt, cfg.optim, cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
@@ -120,12 +118,9 @@ def fit_airlight_head(cfg: TrainConfig, progress: bool = True) -> dict[str, floa
     draw = torch.ones(n, dtype=torch.float64)
     if cfg.data.source_weights:
         by_source = bank.by_source(train_idx)
-        labels = source_labels(by_source)
-        check_every_source_named(labels.values(), cfg.data.source_weights, "source_weights", "training source")
         position = {i: k for k, i in enumerate(train_idx)}
-        for src, members in by_source.items():
-            for i in members:
-                draw[position[i]] = float(cfg.data.source_weights[labels[src]]) / len(members)
+        for weight, members in zip(source_draw_weights(by_source, cfg.data.source_weights), by_source.values()):
+            draw[[position[i] for i in members]] = weight / len(members)
     best: dict[str, float] = {"val_psnr": float("-inf")}
     log = []
     for step in tqdm(range(1, cfg.steps + 1), desc="airlight head: fitting", disable=not progress):

@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from ..io import atomic_write
+
 
 @dataclass
 class DataConfig:
@@ -261,3 +263,9 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
 
 def config_to_dict(cfg: TrainConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def write_config(out: Path, cfg: TrainConfig) -> None:
+    """Record the run's full config as ``out/config.yaml`` (atomically), next to its weights."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    atomic_write(Path(out) / "config.yaml", lambda tmp: Path(tmp).write_text(text))

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import yaml
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -20,7 +19,7 @@ from .. import models
 from ..data import CropSampler, PairBank, find_pairs, source_labels
 from ..models.weights import CheckpointError, atomic_write, load_state_strict, load_weights, save_weights
 from .bild import Bild
-from .config import TrainConfig, config_to_dict
+from .config import TrainConfig, write_config
 from .objectives import Objective, Pix2PixObjective, SupervisedObjective, make_scheduler
 from .validation import load_training_data, validate_run
 
@@ -202,8 +201,7 @@ class Trainer:
         writer = None
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.out / "config.yaml",
-                         lambda tmp: Path(tmp).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False)))
+            write_config(self.out, cfg)
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step)
