@@ -87,3 +87,25 @@ def test_tool_rejects_what_it_cannot_widen(tmp_path):
     assert done.returncode == 2 and "not Guided-Pix2Pix" in done.stderr
     done = _tool(tmp_path / "missing.safetensors", tmp_path / "x.safetensors", "--ngf", 8)
     assert done.returncode == 2 and "missing.safetensors" in done.stderr and "Traceback" not in done.stderr
+
+
+AVERAGE = Path(__file__).resolve().parents[1] / "tools" / "average_weights.py"
+
+
+def test_average_weights_is_the_mean_and_checks_its_members(tmp_path):
+    nets = [models.create("guided-pix2pix", **TINY) for _ in range(2)]
+    paths = [tmp_path / f"m{k}.safetensors" for k in range(2)]
+    for net, path in zip(nets, paths):
+        models.save_weights(net, path, "guided-pix2pix", TINY)
+    out = tmp_path / "soup.safetensors"
+    done = subprocess.run([sys.executable, str(AVERAGE), *map(str, paths), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    soup = models.load_file(out).state_dict()
+    for k, v in soup.items():
+        torch.testing.assert_close(v, (nets[0].state_dict()[k] + nets[1].state_dict()[k]) / 2)
+    # members of another width (or model) are refused, and nothing is written
+    wide = tmp_path / "wide.safetensors"
+    models.save_weights(models.create("guided-pix2pix", **{**TINY, "ngf": 6}), wide, "guided-pix2pix", {**TINY, "ngf": 6})
+    bad = subprocess.run([sys.executable, str(AVERAGE), str(paths[0]), str(wide), "--out", str(tmp_path / "x.safetensors")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "wide.safetensors" in bad.stderr and not (tmp_path / "x.safetensors").exists()
