@@ -307,14 +307,14 @@ class Trainer:
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, float]:
     """Run a training job; under ``torchrun`` it joins the process group (gloo on CPU, NCCL on GPU)."""
+    if cfg.objective == "airlight_head":  # minutes on cached whole images: no checkpoints, no process group
+        from .airlight import fit_airlight_head
+
+        return fit_airlight_head(cfg, progress=progress)
     started = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         started = True
-    if cfg.objective == "airlight_head":  # minutes on cached whole images: no checkpoints, one process
-        from .airlight import fit_airlight_head
-
-        return fit_airlight_head(cfg, progress=progress)
     try:
         return Trainer(cfg, resume=resume, progress=progress).fit()
     finally:

@@ -49,7 +49,7 @@ def widen_guided_pix2pix(narrow: GuidedPix2Pix, wide: GuidedPix2Pix) -> GuidedPi
     The two must differ only in ``ngf``: same depth, input and output channels, head or not.
     """
     a, b = narrow.backbone, wide.backbone
-    if a.num_downs != b.num_downs or len(b.down) != len(a.down):
+    if a.num_downs != b.num_downs:
         raise ValueError("widening keeps the U-Net's depth: num_downs differs")
     if (narrow.airlight_head is None) != (wide.airlight_head is None):
         raise ValueError("widening keeps the airlight head or its absence")
