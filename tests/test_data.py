@@ -369,6 +369,7 @@ class TestRerenderedHaze:
         # the option off leaves every level as the fraction-free bank renders it
         off = PairBank(pairs, rerender_per_pair=4, seed=0, rerender_new_airlight=0.0)
         assert all(torch.equal(x, y) for x, y in zip(off.hazy, same.hazy))
+
     def test_airlights_are_known_where_the_bank_rendered_or_fitted_them(self, tmp_path):
         self._reside_pair(tmp_path / "indoor", a=0.9)
         for n in ("a.png", "b.png"):  # not a rendering of each other: no airlight
