@@ -502,6 +502,10 @@ def _run_export(args: argparse.Namespace) -> int:
         info = export_onnx(args.model, args.output)
     except ModuleNotFoundError as exc:  # the onnx extra is not installed
         raise UsageError(_message(exc)) from None
-    airlight = f"; the caller computes airlight with {info.airlight_method!r}" if info.airlight_method else ""
+    airlight = ""
+    if info.airlight_method:
+        airlight = f"; the caller computes airlight with {info.airlight_method!r}"
+    elif info.airlight_estimates:
+        airlight = f"; the caller computes airlight_estimates with {', '.join(info.airlight_estimates)}"
     print(f"{info.path}: {info.method}, inputs {', '.join(info.inputs)}, outputs {', '.join(info.outputs)}{airlight}")
     return EXIT_OK

@@ -70,9 +70,11 @@ class ExportInfo(NamedTuple):
     method: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    # the estimator the caller runs for the ``airlight`` input; for a model with an airlight head the
-    # estimators (comma-separated) whose colours, in that order, make the ``airlight_estimates`` input
+    # the estimator the caller runs for the ``airlight`` input (graphs that take one)
     airlight_method: str | None
+    # the estimators whose colours, in this order, make the ``airlight_estimates`` input (a model
+    # with an airlight head); the graph's metadata records the same two fields
+    airlight_estimates: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------- graph operations
@@ -260,7 +262,7 @@ def export_onnx(method: str | None, path: str | Path, *, verbose: bool = False) 
         from .models.guided_pix2pix import _HEAD_ESTIMATORS as estimates
 
         inputs, outputs = ("hazy", "airlight_estimates"), ("clear", "transmission", "airlight")
-        example, airlight_method = (noise, torch.full((1, 9), 0.8)), ",".join(estimates)
+        example, airlight_method = (noise, torch.full((1, 9), 0.8)), None
     else:
         inputs, outputs = ("hazy", "airlight"), ("clear", "transmission")
         example, airlight_method = (noise, torch.full((1, 3, 1, 1), 0.8)), dehazer.model.airlight
@@ -288,7 +290,7 @@ def export_onnx(method: str | None, path: str | Path, *, verbose: bool = False) 
     meta = {
         "hazefree_version": __version__,
         "method": dehazer.method,
-        "airlight_method": "" if estimates else airlight_method or "",
+        "airlight_method": airlight_method or "",
         "airlight_estimates": json.dumps(estimates),
         "inputs": json.dumps(inputs),
         "outputs": json.dumps(outputs),
@@ -298,4 +300,4 @@ def export_onnx(method: str | None, path: str | Path, *, verbose: bool = False) 
         entry.key, entry.value = key, value
     out = Path(path)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(proto.SerializeToString()))
-    return ExportInfo(out, dehazer.method, inputs, outputs, airlight_method)
+    return ExportInfo(out, dehazer.method, inputs, outputs, airlight_method, estimates)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,12 @@ def _check_against_dehazer(graph: Path, method: str) -> None:
             continue
         np.testing.assert_allclose(got["transmission"], expected.transmission.numpy(), rtol=0, atol=1e-4)
         # the example computed A (or the head's estimates) itself: the same estimator, the same tie rule
-        airlight = got["airlight"] if "airlight" in got else example.airlight(rgb, meta["airlight_method"])
+        if "airlight" in got:  # a head: its estimators are listed, no single one is named
+            assert meta["airlight_method"] == "" and json.loads(meta["airlight_estimates"])
+            airlight = got["airlight"]
+        else:
+            assert json.loads(meta["airlight_estimates"]) == []
+            airlight = example.airlight(rgb, meta["airlight_method"])
         np.testing.assert_allclose(airlight.flatten(), expected.airlight.flatten().numpy(), rtol=0, atol=1e-5)
 
 
@@ -87,7 +93,7 @@ def test_onnxruntime_matches_dehazer(graphs, name):
 
 @pytest.mark.slow
 @needs_photo
-def test_airlight_head_is_in_the_graph(tmp_path):
+def test_airlight_head_is_in_the_graph(tmp_path, capsys):
     # a trained-looking head (last layer not zero), so that A is the head's, not the reference's
     torch.manual_seed(0)
     options = {"ngf": 4, "num_downs": 4, "work_size": 256, "airlight": "dark_channel_brightest", "airlight_head": True}
@@ -97,6 +103,7 @@ def test_airlight_head_is_in_the_graph(tmp_path):
     models.save_weights(net, weights, "guided-pix2pix", options)
     graph = tmp_path / "headed.onnx"
     assert cli.main(["export", str(weights), "-o", str(graph)]) == 0
+    assert "the caller computes airlight_estimates with max_luma, dark_channel" in capsys.readouterr().out
     _check_against_dehazer(graph, str(weights))
 
 

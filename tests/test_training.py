@@ -316,6 +316,20 @@ class TestTrainer:
             from hazefree.training.objectives import airlight_error
             airlight_error(None, batch["airlight"])
 
+    def test_pix2pix_adds_the_airlight_term_on_the_l1_scale(self, tmp_path):
+        data = {"paired": [str(_dataset(tmp_path / "data"))], "crop": 32, "val_fraction": 0.25,
+                "rerender_per_pair": 1, "rerender_min_fit_db": 40.0}
+        logs = {}
+        for weight in (0.0, 1.0):
+            torch.manual_seed(0)
+            cfg = _cfg(tmp_path / str(weight), "pix2pix", steps=1, airlight_loss=weight,
+                       model_options={**TINY, "airlight": "max_luma", "airlight_head": True}, data=data)
+            tr = Trainer(cfg, progress=False)
+            logs[weight] = tr.objective.step(tr.sampler.batch(0))
+        assert "loss_g_airlight" not in logs[0.0] and logs[1.0]["loss_g_airlight"] > 0
+        expected = logs[0.0]["loss_g"] + tr.objective.lambda_l1 * logs[1.0]["loss_g_airlight"]
+        assert logs[1.0]["loss_g"] == pytest.approx(expected, rel=1e-5)
+
     def test_airlight_head_fit_on_whole_images(self, tmp_path):
         # stage 1: a tiny model; stage 2 fits a head onto it with everything else frozen
         first = _cfg(tmp_path, "supervised", steps=2, model_options={**TINY, "airlight": "max_luma"})

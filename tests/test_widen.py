@@ -109,3 +109,19 @@ def test_average_weights_is_the_mean_and_checks_its_members(tmp_path):
     bad = subprocess.run([sys.executable, str(AVERAGE), str(paths[0]), str(wide), "--out", str(tmp_path / "x.safetensors")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "wide.safetensors" in bad.stderr and not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize("tool, args", [
+    ("ship_weights.py", ["guided-pix2pix"]),
+    ("average_weights.py", ["{bad}", "--out", "{out}"]),
+    ("widen_weights.py", ["{out}", "--ngf", "8"]),
+])
+def test_weights_tools_name_an_unreadable_file_without_a_traceback(tmp_path, tool, args):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors")
+    out = tmp_path / "out.safetensors"
+    path = Path(__file__).resolve().parents[1] / "tools" / tool
+    argv = [str(bad), *(a.format(bad=bad, out=out) for a in args)]
+    done = subprocess.run([sys.executable, str(path), *argv], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {bad}:") and "Traceback" not in done.stderr
+    assert not out.exists()

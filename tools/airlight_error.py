@@ -20,6 +20,8 @@ from hazefree import models
 from hazefree.physics import fit_haze_model
 from hazefree.training import load_config, load_training_data
 
+from _common import run_tool  # tools/_common.py (tools run as scripts)
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("weights", nargs="+", help="weights files written by hazefree train")
     p.add_argument("--min-fit-db", type=float, default=50.0, help="pairs fitting the model less well are skipped")
     args = p.parse_args(argv)
+    nets = {w: models.load_file(w) for w in args.weights}  # an unusable file fails before the data load
     cfg = load_config(args.config, None, [])
     bank, _, val_idx = load_training_data(cfg)
-    nets = {w: models.load_file(w) for w in args.weights}
     errors: dict[str, list[float]] = {w: [] for w in nets}
     skipped = 0
     with torch.no_grad():
@@ -48,4 +50,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_tool(main))

@@ -18,7 +18,9 @@ import sys
 
 import torch
 
-from hazefree.models.weights import CheckpointError, load_weights, save_weights
+from hazefree.models.weights import load_weights, save_weights
+
+from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,11 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.members) < 2:
         print("error: give at least two weights files to average", file=sys.stderr)
         return 2
-    try:
-        loaded = [load_weights(m) for m in args.members]
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    loaded = [load_weights(m) for m in args.members]
     (first, meta), *rest = loaded
     for path, (state, m) in zip(args.members[1:], rest):
         if (m.get("model"), m.get("options")) != (meta.get("model"), meta.get("options")):
@@ -53,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -24,6 +24,8 @@ from hazefree.metrics import psnr
 from hazefree.physics import fit_haze_model, remove_haze
 from hazefree.training import load_config, load_training_data
 
+from _common import run_tool  # tools/_common.py (tools run as scripts)
+
 COLUMNS = ("hazy", "dcp", "model", "fitted_A", "fitted_t")
 
 
@@ -35,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write every image's scores here")
     args = p.parse_args(argv)
     # re-rendered levels are not validated; skipping them makes the bank load in seconds
+    net = models.load_file(args.weights).eval()  # an unusable file fails before the data load
     cfg = load_config(args.config, None, ["data.rerender_per_pair=0"])
     bank, _, val_idx = load_training_data(cfg)
-    net = models.load_file(args.weights).eval()
     dcp = models.create("dcp").eval()
     by_source = bank.by_source(val_idx)
     labels = source_labels(by_source)
@@ -76,4 +78,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_tool(main))

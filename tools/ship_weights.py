@@ -20,6 +20,8 @@ import torch
 from hazefree.models import create
 from hazefree.models.weights import load_state_strict, load_weights, save_weights, shipped_path
 
+from _common import run_tool  # tools/_common.py (tools run as scripts)
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,4 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -18,8 +18,10 @@ import sys
 import torch
 
 from hazefree.models import create
-from hazefree.models.weights import CheckpointError, load_state_strict, load_weights, save_weights
+from hazefree.models.weights import load_state_strict, load_weights, save_weights
 from hazefree.training.widen import widen_guided_pix2pix
+
+from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 # Largest |difference| of the clear image between narrow and wide models that passes the check.
 TOLERANCE = 1e-4
@@ -32,11 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ngf", type=int, required=True, help="the new base width of the U-Net")
     p.add_argument("--seed", type=int, default=0, help="seed of the new channels' initialisation")
     args = p.parse_args(argv)
-    try:
-        state, meta = load_weights(args.source)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    state, meta = load_weights(args.source)
     if not meta.get("model", "").startswith("guided-pix2pix"):
         print(f"error: {args.source} holds {meta.get('model')!r}, not Guided-Pix2Pix weights", file=sys.stderr)
         return 2
@@ -63,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -36,6 +36,15 @@ def airlight_error(airlight: Tensor | None, target: Tensor) -> Tensor:
     return torch.where(known, err, torch.zeros_like(err))
 
 
+def with_airlight_term(loss: Tensor, out, batch: dict[str, Tensor], weight: float) -> tuple[Tensor, Tensor | None]:
+    """``loss + weight * airlight_error`` per sample (``TrainConfig.airlight_loss``), and that error;
+    ``(loss, None)`` when the weight is 0."""
+    if not weight:
+        return loss, None
+    err = airlight_error(out.airlight, batch["airlight"])
+    return loss + weight * err, err
+
+
 class Objective(Protocol):
     """What the trainer needs from a training method."""
 
@@ -106,11 +115,9 @@ class SupervisedObjective:
     def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-sample losses (each of shape N)."""
         out = self.train_model(batch["hazy"])
-        loss = per_sample_loss(out.clear, batch["clear"], self.kind)
-        if not self.airlight_weight:
-            return {"loss": loss}
-        err = airlight_error(out.airlight, batch["airlight"])
-        return {"loss": loss + self.airlight_weight * err, "loss_airlight": err}
+        loss, err = with_airlight_term(per_sample_loss(out.clear, batch["clear"], self.kind), out, batch,
+                                       self.airlight_weight)
+        return {"loss": loss} if err is None else {"loss": loss, "loss_airlight": err}
 
     def step(self, batch: dict[str, Tensor], weights: Tensor | None = None) -> dict[str, float]:
         """One update; ``weights`` (N, summing to 1) replace the batch mean by a weighted sum."""
@@ -185,14 +192,17 @@ class Pix2PixObjective:
         self.d.requires_grad_(False)
         loss_gan = _bce_per_sample(self.d(hazy, fake), True)
         loss_l1 = per_sample_loss(fake, clear, self.kind)
-        loss_g = loss_gan + self.lambda_l1 * loss_l1
-        if self.airlight_weight:  # on the L1 term's scale
-            loss_g = loss_g + self.lambda_l1 * self.airlight_weight * airlight_error(out.airlight, batch["airlight"])
+        # the airlight term on the L1 term's scale
+        loss_g, err = with_airlight_term(loss_gan + self.lambda_l1 * loss_l1, out, batch,
+                                         self.lambda_l1 * self.airlight_weight)
         opt_g = self._opt["generator"]
         opt_g.zero_grad(set_to_none=True)
         _reduce(loss_g, weights).backward()
         _clip(self.g.parameters(), self.optim_cfg)
         opt_g.step()
         self.d.requires_grad_(True)
-        return {"loss_d": loss_d.mean().item(), "loss_g_gan": loss_gan.mean().item(),
+        logs = {"loss_d": loss_d.mean().item(), "loss_g_gan": loss_gan.mean().item(),
                 "loss_g_l1": loss_l1.mean().item(), "loss_g": loss_g.mean().item()}
+        if err is not None:
+            logs["loss_g_airlight"] = err.mean().item()
+        return logs
