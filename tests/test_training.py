@@ -271,6 +271,12 @@ class TestTrainer:
             assert row["fitted_airlight"] == pytest.approx(0.85, abs=0.011)
             assert row["model"] == pytest.approx(psnr(net.eval()(hazy).clear, clear).item(), abs=1e-4)
             assert row["fitted_t"] > row["model"]  # an untrained U-Net's t is far from the fitted one
+        assert out.splitlines()[1].endswith("0.85-0.85")  # the range of the fitted airlights
+        # the training side: other images, none of the validation ones
+        subprocess.run([sys.executable, str(tool), str(tmp_path / "cfg.yaml"), str(tmp_path / "w.safetensors"),
+                        "--split", "train", "--json", str(tmp_path / "train.json")], check=True, capture_output=True)
+        train_names = {r["name"] for r in json.loads((tmp_path / "train.json").read_text())}
+        assert train_names and not train_names & {r["name"] for r in rows}
 
     def test_init_from_weights(self, tmp_path):
         first = _cfg(tmp_path, steps=2)

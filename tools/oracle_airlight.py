@@ -1,12 +1,14 @@
 """Which estimate costs a scattering-model dehazer more on a config's validation images: A or t?
 
     python tools/oracle_airlight.py configs/guided-pix2pix-stage5.yaml \
-        hazefree/weights/guided-pix2pix.safetensors [--json out.json]
+        hazefree/weights/guided-pix2pix.safetensors [--split train] [--json out.json]
 
 For each validation pair that the scattering model fits to ``--min-fit-db`` (RESIDE-style renders),
 :func:`hazefree.physics.fit_haze_model` recovers the airlight A and transmission t that rendered it.
 The model's output is scored as it is, with the fitted A in place of its own (its t kept), and with
-the fitted t in place of its own (its A kept), next to DCP and the hazy input; PSNR means per source.
+the fitted t in place of its own (its A kept), next to DCP and the hazy input; PSNR means per source,
+with the range of the fitted airlights. ``--split train`` reads the config's training images instead
+of its validation images (the model has seen those: a statement about the data, not a score).
 Reads only the config's data (``train/``), never an evaluation folder.
 """
 
@@ -34,14 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="training config whose validation split is used")
     p.add_argument("weights", help="weights file written by hazefree train")
     p.add_argument("--min-fit-db", type=float, default=45.0, help="pairs fitting the model less well are skipped")
+    p.add_argument("--split", choices=("val", "train"), default="val", help="which side of the config's split")
     p.add_argument("--json", help="also write every image's scores here")
     args = p.parse_args(argv)
     # re-rendered levels are not validated; skipping them makes the bank load in seconds
     net = models.load_file(args.weights).eval()  # an unusable file fails before the data load
     cfg = load_config(args.config, None, ["data.rerender_per_pair=0"])
-    bank, _, val_idx = load_training_data(cfg)
+    bank, train_idx, val_idx = load_training_data(cfg)
     dcp = models.create("dcp").eval()
-    by_source = bank.by_source(val_idx)
+    by_source = bank.by_source(val_idx if args.split == "val" else train_idx)
     labels = source_labels(by_source)
     rows = []
     with torch.no_grad():
@@ -66,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     table = defaultdict(list)
     for r in rows:
         table[r["source"]].append(r)
-    print(f"{'source':16s} {'n':>3s} " + " ".join(f"{c:>9s}" for c in COLUMNS) + "   |A - A_fit|")
+    print(f"{'source':16s} {'n':>3s} " + " ".join(f"{c:>9s}" for c in COLUMNS) + "   |A - A_fit|   A_fit range")
     for source, rs in sorted(table.items()):
         means = [sum(r[c] for r in rs) / len(rs) for c in COLUMNS]
         a_err = sum(abs(r["airlight"] - r["fitted_airlight"]) for r in rs) / len(rs)
-        print(f"{source:16s} {len(rs):3d} " + " ".join(f"{m:9.2f}" for m in means) + f"   {a_err:.3f}")
+        fitted = [r["fitted_airlight"] for r in rs]
+        print(f"{source:16s} {len(rs):3d} " + " ".join(f"{m:9.2f}" for m in means)
+              + f"   {a_err:11.3f}   {min(fitted):.2f}-{max(fitted):.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
