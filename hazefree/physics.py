@@ -32,6 +32,7 @@ __all__ = [
     "estimate_airlights",
     "airlight_max_luma",
     "airlight_dark_channel",
+    "airlight_floor",
     "check_image",
     "fit_haze_model",
 ]
@@ -250,6 +251,26 @@ def airlight_dark_channel(
     best = torch.gather(cand, 1, _top_indices(luma, m))
     rgb = torch.gather(image.reshape(n, c, -1), 2, best.unsqueeze(1).expand(-1, c, -1))
     return rgb.mean(dim=2).view(n, c, 1, 1).clamp(MIN_AIRLIGHT, 1.0)
+
+
+def airlight_floor(
+    hazy: Tensor, transmission: Tensor, clip_fraction: float = 0.01, saturated: float = 0.98
+) -> Tensor:
+    """The smallest airlight for which the recovered scene stays at most 1 on all but
+    ``clip_fraction`` of the pixels, given the transmission.
+
+    From eq. 1, J_c = (I_c - A_c) / t + A_c <= 1 holds iff A_c >= (I_c - t) / (1 - t) (t < 1). An
+    airlight read off the haziest pixels is too dark wherever no pixel is opaque (light haze), and then
+    bright surfaces come out above 1; this bound, with the model's own t, says how far A must rise.
+    Pixels with a channel at or above ``saturated`` are left out: they clip for any A < 1.
+    Returns N x 3 x 1 x 1, each channel at most 1 (-inf where every pixel is saturated).
+    """
+    n, c, h, w = hazy.shape
+    t = transmission.expand(n, 1, h, w)
+    bound = (hazy - t) / (1.0 - t).clamp_min(1e-3)
+    bound = bound.masked_fill((hazy >= saturated).any(dim=1, keepdim=True), float("-inf"))
+    k = max(1, int(math.ceil(clip_fraction * h * w)))
+    return bound.reshape(n, c, -1).topk(k, dim=2).values[..., -1:].view(n, c, 1, 1)
 
 
 def estimate_airlight(image: Tensor, method: str = "max_luma") -> Tensor:

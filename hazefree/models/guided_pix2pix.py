@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import fast_guided_filter, guided_filter, rgb_to_gray
-from ..physics import MIN_AIRLIGHT, estimate_airlights
+from ..physics import MIN_AIRLIGHT, airlight_floor, estimate_airlights
 from .outputs import DehazeOutput
 
 
@@ -217,6 +217,9 @@ class GuidedPix2Pix(nn.Module):
         airlight: airlight estimator, ``"max_luma"`` (paper), ``"dark_channel"`` or
             ``"dark_channel_brightest"`` (see :func:`~hazefree.physics.estimate_airlight`).
         airlight_head: refine that estimate with a learned :class:`AirlightHead` (not in the paper).
+        airlight_floor: raise A to :func:`~hazefree.physics.airlight_floor` of the working-size image
+            and its refined t, letting this fraction of pixels clip (e.g. 0.01); ``None`` keeps the
+            estimate (the paper). Not in the paper: a pixel-read A is too dark under light haze.
         work_size: longer side at which the U-Net runs; larger inputs are resized down and the fast
             guided filter carries t back to full resolution. ``None`` runs at full resolution.
 
@@ -236,11 +239,12 @@ class GuidedPix2Pix(nn.Module):
         airlight: str = "max_luma",
         work_size: int | None = None,
         airlight_head: bool = False,
+        airlight_floor: float | None = None,
     ) -> None:
         super().__init__()
         self.backbone = UNetGenerator(3, 1, ngf=ngf, num_downs=num_downs, dropout=dropout)
         self.radius, self.eps, self.t_min = radius, eps, t_min
-        self.airlight, self.work_size = airlight, work_size
+        self.airlight, self.work_size, self.airlight_floor = airlight, work_size, airlight_floor
         self.airlight_head = AirlightHead(ngf * min(2 ** (num_downs - 1), 8)) if airlight_head else None
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
@@ -250,8 +254,9 @@ class GuidedPix2Pix(nn.Module):
         return tuple(int(v) for v in working_size(height, width, self.work_size))
 
     def coarse(self, hazy: Tensor, low: Tensor) -> tuple[Tensor, Tensor]:
-        """Airlight A (N x 3 x 1 x 1, from the statistics of ``hazy``, refined by the head if any)
-        and the U-Net's coarse transmission t0 = sigmoid(G0(low)) (eq. 39) at the working size."""
+        """Airlight A (N x 3 x 1 x 1, from the statistics of ``hazy``, refined by the head if any,
+        raised to the floor if set) and the U-Net's coarse transmission t0 = sigmoid(G0(low)) (eq. 39)
+        at the working size."""
         methods = (self.airlight, *_HEAD_ESTIMATORS) if self.airlight_head is not None else (self.airlight,)
         with torch.no_grad():  # the estimates are statistics of the input; no parameter influences them
             est = estimate_airlights(hazy, methods)
@@ -261,6 +266,10 @@ class GuidedPix2Pix(nn.Module):
         if self.airlight_head is not None:
             estimates = torch.cat([est[m].flatten(1) for m in _HEAD_ESTIMATORS], 1)
             a = self.airlight_head(head_inputs(bottleneck, estimates, low, t0), a)
+        if self.airlight_floor is not None:
+            with torch.no_grad():  # a statistic of the input and of t, like the estimate it raises
+                t = guided_filter(rgb_to_gray(low), t0, self.radius, self.eps).clamp(self.t_min, 1.0)
+                a = torch.maximum(a, airlight_floor(low, t, self.airlight_floor))
         return a, t0
 
     def forward(self, hazy: Tensor) -> DehazeOutput:
@@ -283,7 +292,8 @@ class GuidedPix2Pix(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"radius={self.radius}, eps={self.eps}, t_min={self.t_min}, "
-            f"airlight={self.airlight!r}, airlight_head={self.airlight_head is not None}, work_size={self.work_size}"
+            f"airlight={self.airlight!r}, airlight_head={self.airlight_head is not None}, "
+            f"airlight_floor={self.airlight_floor}, work_size={self.work_size}"
         )
 
 
