@@ -213,6 +213,9 @@ def graph_module(model: nn.Module) -> nn.Module:
     from .models import AODNet, DarkChannelPrior, GuidedPix2Pix
 
     wrappers = {GuidedPix2Pix: _GuidedPix2PixGraph, DarkChannelPrior: _DarkChannelPriorGraph, AODNet: _ClearOnlyGraph}
+    if type(model) is GuidedPix2Pix and model.airlight_floor is not None:
+        # the floor reads the refined t, which only the graph computes: the caller could not pass A
+        raise ValueError("export of Guided-Pix2Pix with airlight_floor is not supported; export it without the option")
     if type(model) is GuidedPix2Pix and model.airlight_head is not None:
         from .models.guided_pix2pix import _HEAD_ESTIMATORS
 

@@ -138,6 +138,13 @@ def test_working_size_rounds_half_up_and_keeps_small_images():
     assert working_size(1, 5000, 512) == (1, 512)
 
 
+def test_airlight_floor_is_refused_not_dropped():
+    from hazefree.export import graph_module
+
+    with pytest.raises(ValueError, match="airlight_floor is not supported"):
+        graph_module(models.create("guided-pix2pix", ngf=4, num_downs=3, airlight_floor=0.01))
+
+
 def test_export_unknown_or_unsupported_model_is_a_usage_error(tmp_path, capsys):
     assert cli.main(["export", "aod-net", "-o", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err

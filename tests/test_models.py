@@ -99,6 +99,25 @@ class TestGuidedPix2Pix:
         got = torch.func.functional_call(net, params, (x,))
         torch.testing.assert_close(got.clear, net(x).clear)
 
+    def test_airlight_floor_raises_a_to_the_bound_of_its_own_t(self):
+        from hazefree.ops import guided_filter, rgb_to_gray
+        from hazefree.physics import airlight_floor
+
+        torch.manual_seed(0)
+        plain = models.create("guided-pix2pix", **TINY, airlight="dark_channel_brightest").eval()
+        floored = models.create("guided-pix2pix", **TINY, airlight="dark_channel_brightest", airlight_floor=0.01).eval()
+        floored.load_state_dict(plain.state_dict())
+        assert "airlight_floor=0.01" in repr(floored)
+        hazy = torch.rand(2, 3, 48, 64) * 0.5 + 0.45
+        with torch.no_grad():
+            a, b = plain(hazy), floored(hazy)
+            t = guided_filter(rgb_to_gray(hazy), a.coarse_transmission, plain.radius, plain.eps).clamp(plain.t_min, 1)
+            expected = torch.maximum(a.airlight, airlight_floor(hazy, t, 0.01))
+        torch.testing.assert_close(b.transmission, a.transmission)
+        torch.testing.assert_close(b.airlight, expected)
+        assert (b.airlight > a.airlight).any() and (b.airlight == a.airlight).any()  # raised only where below
+        torch.testing.assert_close(b.clear, ((hazy - expected) / b.transmission + expected).clamp(0, 1))
+
     def test_airlight_head_starts_at_its_reference_and_learns(self):
         torch.manual_seed(0)
         plain = models.create("guided-pix2pix", **TINY, airlight="dark_channel").eval()

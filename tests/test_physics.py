@@ -13,6 +13,7 @@ from hazefree.physics import (
     MIN_AIRLIGHT,
     add_haze,
     airlight_dark_channel,
+    airlight_floor,
     airlight_max_luma,
     check_image,
     dark_channel,
@@ -262,6 +263,36 @@ class TestAirlight:
     def test_unknown_method(self):
         with pytest.raises(ValueError, match="unknown airlight method 'brightest'"):
             estimate_airlight(torch.rand(1, 3, 4, 4), "brightest")
+
+
+class TestAirlightFloor:
+    """A >= (I - t) / (1 - t) keeps J = (I - A) / t + A at most 1 (eq. 1 solved for A)."""
+
+    @staticmethod
+    def _light_haze(airlight: float, white: bool, seed: int = 0):
+        clear = _rand(1, 3, 64, 80, seed=seed, hi=0.8)
+        t = _rand(1, 1, 64, 80, seed=seed + 1, lo=0.4, hi=0.9)  # nothing opaque
+        if white:
+            clear[..., 10:26, 10:26] = 1.0  # a white wall: 5 % of the pixels
+        return add_haze(clear, t, airlight), t
+
+    def test_white_surfaces_give_the_airlight(self):
+        hazy, t = self._light_haze(0.9, white=True)  # the wall reads 0.94-0.99: not saturated
+        torch.testing.assert_close(airlight_floor(hazy, t).flatten(), torch.full((3,), 0.9, dtype=hazy.dtype))
+
+    def test_floor_lies_below_a_right_airlight(self):
+        hazy, t = self._light_haze(0.9, white=False)
+        floor = airlight_floor(hazy, t)
+        assert floor.shape == (1, 3, 1, 1) and (floor < 0.9).all()
+        # with the floor as the airlight, each channel exceeds 1 on at most 1 % of the pixels
+        over = remove_haze(hazy, t, floor, t_min=0, clamp=False) > 1 + 1e-9
+        assert (over.double().mean(dim=(0, 2, 3)) <= 0.01).all() and over.any()
+
+    def test_saturated_pixels_are_left_out(self):
+        hazy, t = self._light_haze(0.9, white=False)
+        hazy[..., :16, :20] = 1.0  # clipped highlights: J > 1 there for any A < 1
+        assert (airlight_floor(hazy, t) < 0.9).all()
+        assert airlight_floor(torch.ones(1, 3, 8, 8), torch.full((1, 1, 8, 8), 0.5)).isneginf().all()
 
 
 class TestCheckImage:

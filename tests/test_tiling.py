@@ -87,9 +87,11 @@ def test_tiles_agree_with_whole(method):
         assert diff.max() < 1e-4 and not tiler.blend
 
 
-def test_guided_pix2pix_working_size_is_global():
-    """Above the working size the U-Net sees the whole image once; tiles apply its coefficients."""
-    model = models.load("guided-pix2pix", work_size=64)
+@pytest.mark.parametrize("floor", [None, 0.01])
+def test_guided_pix2pix_working_size_is_global(floor):
+    """Above the working size the U-Net sees the whole image once; tiles apply its coefficients
+    (and its airlight, raised to the floor of the working-size image if set)."""
+    model = models.load("guided-pix2pix", work_size=64, airlight_floor=floor)
     hazy = torch.from_numpy(_scene(120, 160, seed=3)).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
         whole = model(hazy)
