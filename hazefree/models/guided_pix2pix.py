@@ -269,7 +269,8 @@ class GuidedPix2Pix(nn.Module):
         if self.airlight_floor is not None:
             with torch.no_grad():  # a statistic of the input and of t, like the estimate it raises
                 t = guided_filter(rgb_to_gray(low), t0, self.radius, self.eps).clamp(self.t_min, 1.0)
-                a = torch.maximum(a, airlight_floor(low, t, self.airlight_floor))
+                floor = airlight_floor(low, t, self.airlight_floor)
+            a = torch.maximum(a, floor)  # outside no_grad: a head's A keeps its gradient where above
         return a, t0
 
     def forward(self, hazy: Tensor) -> DehazeOutput:
