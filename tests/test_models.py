@@ -141,6 +141,19 @@ class TestGuidedPix2Pix:
             opt.step()
         assert err[-1] < 0.5 * err[0]
 
+    def test_airlight_head_without_features_reads_only_the_haze_statistics(self):
+        from hazefree.models.guided_pix2pix import DEPTH_STATISTICS, AirlightHead
+
+        head = AirlightHead(32, features=False)
+        assert head.mlp[0].in_features == 9 + DEPTH_STATISTICS
+        torch.nn.init.normal_(head.mlp[-1].weight)
+        inputs, ref = torch.rand(2, 32 + 9 + DEPTH_STATISTICS), torch.full((2, 3, 1, 1), 0.8)
+        other = inputs.clone()
+        other[:, :32] = torch.rand(2, 32)  # other bottleneck features, the same haze statistics
+        torch.testing.assert_close(head(other, ref), head(inputs, ref), rtol=0, atol=0)
+        net = models.create("guided-pix2pix", **TINY, airlight_head=True, airlight_head_features=False).eval()
+        assert net(torch.rand(1, 3, 32, 40)).airlight.shape == (1, 3, 1, 1)
+
     def test_depth_statistics_read_the_haziest_and_clearest_pixels(self):
         from hazefree.models.guided_pix2pix import DEPTH_STATISTICS, depth_statistics
 

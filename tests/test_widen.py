@@ -16,20 +16,21 @@ TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None}
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "widen_weights.py"
 
 
-def _trained_like(head: bool = False) -> models.GuidedPix2Pix:
+def _trained_like(head: bool = False, features: bool = True) -> models.GuidedPix2Pix:
     """A narrow model whose weights are all non-zero (so a misplaced copy shows)."""
     torch.manual_seed(0)
-    net = models.create("guided-pix2pix", **TINY, airlight_head=head)
+    net = models.create("guided-pix2pix", **TINY, airlight_head=head, airlight_head_features=features)
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return net.eval()
 
 
-@pytest.mark.parametrize("head", [False, True])
-def test_wide_model_computes_the_narrow_one(head):
-    narrow = _trained_like(head)
-    wide = widen_guided_pix2pix(narrow, models.create("guided-pix2pix", **{**TINY, "ngf": 6}, airlight_head=head)).eval()
+@pytest.mark.parametrize("head, features", [(False, True), (True, True), (True, False)])
+def test_wide_model_computes_the_narrow_one(head, features):
+    narrow = _trained_like(head, features)
+    options = {**TINY, "ngf": 6, "airlight_head": head, "airlight_head_features": features}
+    wide = widen_guided_pix2pix(narrow, models.create("guided-pix2pix", **options)).eval()
     assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in narrow.parameters())
     x = torch.rand(2, 3, 37, 50, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

@@ -142,21 +142,28 @@ class AirlightHead(nn.Module):
     training pair says what A is, on A itself: ``TrainConfig.airlight_loss``). The last layer
     starts at zero, so a new head leaves a trained model's output unchanged.
 
+    With ``features=False`` the head reads only the estimates and the depth statistics (27 numbers
+    that describe the haze, none that identify the scene), so that it cannot learn the training
+    scenes' airlights by their look.
+
     Shape:
         (N x F inputs from :func:`head_inputs`, N x 3 x 1 x 1 A_ref) -> N x 3 x 1 x 1, where
         F = C + 3 * len(_HEAD_ESTIMATORS) + DEPTH_STATISTICS for C bottleneck channels.
     """
 
-    def __init__(self, channels: int, hidden: int = 64) -> None:
+    def __init__(self, channels: int, hidden: int = 64, features: bool = True) -> None:
         super().__init__()
+        self.skip = 0 if features else channels  # leading inputs the head does not read
         self.mlp = nn.Sequential(
-            nn.Linear(channels + 3 * len(_HEAD_ESTIMATORS) + DEPTH_STATISTICS, hidden), nn.ReLU(), nn.Linear(hidden, 3)
+            nn.Linear(channels - self.skip + 3 * len(_HEAD_ESTIMATORS) + DEPTH_STATISTICS, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 3),
         )
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, inputs: Tensor, reference: Tensor) -> Tensor:
-        delta = 0.5 * torch.tanh(self.mlp(inputs))
+        delta = 0.5 * torch.tanh(self.mlp(inputs[:, self.skip :]))
         return (reference + delta.view_as(reference)).clamp(MIN_AIRLIGHT, 1.0)
 
 
@@ -217,6 +224,7 @@ class GuidedPix2Pix(nn.Module):
         airlight: airlight estimator, ``"max_luma"`` (paper), ``"dark_channel"`` or
             ``"dark_channel_brightest"`` (see :func:`~hazefree.physics.estimate_airlight`).
         airlight_head: refine that estimate with a learned :class:`AirlightHead` (not in the paper).
+        airlight_head_features: the head also reads the U-Net's pooled bottleneck features.
         airlight_floor: raise A to :func:`~hazefree.physics.airlight_floor` of the working-size image
             and its refined t, letting this fraction of pixels clip (e.g. 0.01); ``None`` keeps the
             estimate (the paper). Not in the paper: a pixel-read A is too dark under light haze.
@@ -240,12 +248,14 @@ class GuidedPix2Pix(nn.Module):
         work_size: int | None = None,
         airlight_head: bool = False,
         airlight_floor: float | None = None,
+        airlight_head_features: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = UNetGenerator(3, 1, ngf=ngf, num_downs=num_downs, dropout=dropout)
         self.radius, self.eps, self.t_min = radius, eps, t_min
         self.airlight, self.work_size, self.airlight_floor = airlight, work_size, airlight_floor
-        self.airlight_head = AirlightHead(ngf * min(2 ** (num_downs - 1), 8)) if airlight_head else None
+        bottleneck = ngf * min(2 ** (num_downs - 1), 8)
+        self.airlight_head = AirlightHead(bottleneck, features=airlight_head_features) if airlight_head else None
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The U-Net's input size for an H x W image: its own size, or longer side ``work_size``."""

@@ -71,7 +71,9 @@ def widen_guided_pix2pix(narrow: GuidedPix2Pix, wide: GuidedPix2Pix) -> GuidedPi
         in_idx = torch.arange(old_w[i]) if j == 0 else _concat_index(old_w[i], new_w[i])
         copy(a.up[j][1], b.up[j][1], in_idx, old_w[i - 1])
     copy(a.head[1], b.head[1], _concat_index(old_w[0], new_w[0]), a.head[1].out_channels)
-    if narrow.airlight_head is not None:
+    if narrow.airlight_head is not None and narrow.airlight_head.skip:  # it reads no U-Net feature
+        wide.airlight_head.load_state_dict(narrow.airlight_head.state_dict())
+    elif narrow.airlight_head is not None:
         # its first layer reads [pooled bottleneck (old_w[-1] -> new_w[-1]), estimates and statistics]
         first_old, first_new = narrow.airlight_head.mlp[0], wide.airlight_head.mlp[0]
         rest = first_old.in_features - old_w[-1]
