@@ -77,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             path = export_onnx(name, Path(tmp) / f"{name}.onnx").path
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             dehazer = hazefree.Dehazer(name)
-            feed = {"hazy": np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])}
-            if len(session.get_inputs()) == 2:
-                method = session.get_modelmeta().custom_metadata_map["airlight_method"]
-                feed["airlight"] = example.airlight(rgb, method).reshape(1, 3, 1, 1)
+            feed = example.graph_inputs(session, rgb)
             t_torch = median_ms(lambda: dehazer(image), args.repeats) / 1e3
             t_ort = median_ms(lambda: example.dehaze(session, rgb), args.repeats) / 1e3
             t_graph = median_ms(lambda: session.run(None, feed), args.repeats) / 1e3

@@ -1,8 +1,9 @@
 """Dehaze a photo with a graph written by ``hazefree export``, without PyTorch or hazefree.
 
 Needs only NumPy, Pillow, OpenCV and onnxruntime. The graph computes everything but the airlight
-A (see docs/deployment.md); :func:`airlight` computes A here exactly as
-:func:`hazefree.physics.estimate_airlight` does, for the estimator named in the graph's metadata.
+A (see docs/deployment.md), or, for a model with a learned airlight head (the shipped
+guided-pix2pix), the estimates that head reads; :func:`airlight` computes each here exactly as
+:func:`hazefree.physics.estimate_airlight` does, for the estimators named in the graph's metadata.
 
 Usage:
     hazefree export guided-pix2pix --format onnx -o gp2p.onnx
@@ -58,10 +59,9 @@ def airlight(rgb: np.ndarray, method: str) -> np.ndarray:
     return np.clip(flat[picked].mean(axis=0, dtype=np.float32), MIN_AIRLIGHT, 1.0).astype(np.float32)
 
 
-def dehaze(session: ort.InferenceSession, rgb: np.ndarray) -> dict[str, np.ndarray]:
-    """Run the graph on an H x W x 3 float32 image in [0, 1]; returns its outputs by name
-    (``clear`` 1 x 3 x H x W, and ``transmission`` 1 x 1 x H x W and ``airlight`` where the graph
-    has them)."""
+def graph_inputs(session: ort.InferenceSession, rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """The graph's inputs for an H x W x 3 float32 image in [0, 1]: the image, and the airlight
+    (or, for a learned airlight head, the estimates it reads) computed as the metadata says."""
     feed = {"hazy": np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])}
     meta = session.get_modelmeta().custom_metadata_map
     inputs = {i.name for i in session.get_inputs()}
@@ -70,8 +70,15 @@ def dehaze(session: ort.InferenceSession, rgb: np.ndarray) -> dict[str, np.ndarr
     if "airlight_estimates" in inputs:  # a learned airlight head: it reads these estimates, in order
         methods = json.loads(meta["airlight_estimates"])
         feed["airlight_estimates"] = np.concatenate([airlight(rgb, m) for m in methods])[None]
+    return feed
+
+
+def dehaze(session: ort.InferenceSession, rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the graph on an H x W x 3 float32 image in [0, 1]; returns its outputs by name
+    (``clear`` 1 x 3 x H x W, and ``transmission`` 1 x 1 x H x W and ``airlight`` where the graph
+    has them)."""
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feed)))
+    return dict(zip(names, session.run(names, graph_inputs(session, rgb))))
 
 
 def main(argv: list[str]) -> int:
