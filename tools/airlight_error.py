@@ -15,12 +15,11 @@ import argparse
 import json
 
 import torch
+from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 from hazefree import models
 from hazefree.physics import fit_haze_model
 from hazefree.training import load_config, load_training_data
-
-from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 
 def main(argv: list[str] | None = None) -> int:

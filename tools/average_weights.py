@@ -17,10 +17,9 @@ import json
 import sys
 
 import torch
+from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 from hazefree.models.weights import load_weights, save_weights
-
-from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 
 def main(argv: list[str] | None = None) -> int:

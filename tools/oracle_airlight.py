@@ -19,14 +19,13 @@ import json
 from collections import defaultdict
 
 import torch
+from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 from hazefree import models
 from hazefree.data import source_labels
 from hazefree.metrics import psnr
 from hazefree.physics import fit_haze_model, remove_haze
 from hazefree.training import load_config, load_training_data
-
-from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 COLUMNS = ("hazy", "dcp", "model", "fitted_A", "fitted_t")
 

@@ -16,11 +16,10 @@ import json
 import sys
 
 import torch
+from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 from hazefree.models import create
 from hazefree.models.weights import load_state_strict, load_weights, save_weights, shipped_path
-
-from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,12 +16,11 @@ import json
 import sys
 
 import torch
+from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 from hazefree.models import create
 from hazefree.models.weights import load_state_strict, load_weights, save_weights
 from hazefree.training.widen import widen_guided_pix2pix
-
-from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 # Largest |difference| of the clear image between narrow and wide models that passes the check.
 TOLERANCE = 1e-4
