@@ -40,6 +40,13 @@ def test_wide_model_computes_the_narrow_one(head, features):
     torch.testing.assert_close(b.clear, a.clear, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("wide_head", [{"airlight_head": False}, {"airlight_head": True, "airlight_head_features": False}])
+def test_widening_keeps_the_kind_of_head(wide_head):
+    narrow = _trained_like(head=True)  # a head that reads the U-Net's features
+    with pytest.raises(ValueError, match="keeps the airlight head"):
+        widen_guided_pix2pix(narrow, models.create("guided-pix2pix", **{**TINY, "ngf": 6}, **wide_head))
+
+
 def test_new_channels_learn():
     # the zero weights from new channels into old ones must receive gradient, or the width is dead
     narrow = _trained_like()

@@ -51,8 +51,9 @@ def widen_guided_pix2pix(narrow: GuidedPix2Pix, wide: GuidedPix2Pix) -> GuidedPi
     a, b = narrow.backbone, wide.backbone
     if a.num_downs != b.num_downs:
         raise ValueError("widening keeps the U-Net's depth: num_downs differs")
-    if (narrow.airlight_head is None) != (wide.airlight_head is None):
-        raise ValueError("widening keeps the airlight head or its absence")
+    heads = [None if m.airlight_head is None else m.airlight_head.skip > 0 for m in (narrow, wide)]
+    if heads[0] != heads[1]:
+        raise ValueError("widening keeps the airlight head (and whether it reads the U-Net's features) or its absence")
     old_w = [blk[0].out_channels for blk in a.down]
     new_w = [blk[0].out_channels for blk in b.down]
     if any(n < o for o, n in zip(old_w, new_w)):
@@ -71,15 +72,16 @@ def widen_guided_pix2pix(narrow: GuidedPix2Pix, wide: GuidedPix2Pix) -> GuidedPi
         in_idx = torch.arange(old_w[i]) if j == 0 else _concat_index(old_w[i], new_w[i])
         copy(a.up[j][1], b.up[j][1], in_idx, old_w[i - 1])
     copy(a.head[1], b.head[1], _concat_index(old_w[0], new_w[0]), a.head[1].out_channels)
-    if narrow.airlight_head is not None and narrow.airlight_head.skip:  # it reads no U-Net feature
-        wide.airlight_head.load_state_dict(narrow.airlight_head.state_dict())
-    elif narrow.airlight_head is not None:
+    head = narrow.airlight_head
+    if head is not None and head.skip:  # it reads no U-Net feature: the same head fits the wide model
+        wide.airlight_head.load_state_dict(head.state_dict())
+    elif head is not None:
         # its first layer reads [pooled bottleneck (old_w[-1] -> new_w[-1]), estimates and statistics]
-        first_old, first_new = narrow.airlight_head.mlp[0], wide.airlight_head.mlp[0]
+        first_old, first_new = head.mlp[0], wide.airlight_head.mlp[0]
         rest = first_old.in_features - old_w[-1]
         in_idx = torch.cat([torch.arange(old_w[-1]), new_w[-1] + torch.arange(rest)])
         copy(first_old, first_new, in_idx, first_old.out_features)
-        for k, layer in enumerate(narrow.airlight_head.mlp):
+        for k, layer in enumerate(head.mlp):
             if k > 0 and isinstance(layer, nn.Linear):
                 wide.airlight_head.mlp[k].load_state_dict(layer.state_dict())
     return wide
