@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .io import IMAGE_EXTENSIONS, read_image
+from .io import IMAGE_EXTENSIONS, ImageReadError, read_image
 from .physics import add_haze, fit_haze_model
 
 __all__ = [
@@ -40,6 +40,8 @@ __all__ = [
     "find_pairs",
     "load_pair",
     "center_crop_to_match",
+    "MAX_CROP_BORDER",
+    "split_unpaired",
     "read_depth",
     "DepthSample",
     "find_depth_samples",
@@ -157,6 +159,20 @@ def find_pairs(root: str | Path, pattern: str | None = None, warn: bool = True) 
     return PairSet(root, pairs, unmatched)
 
 
+def split_unpaired(root: str | Path, holdout: float, seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """(training, held-out) images of a ``hazy/``-only folder of photos without ground truth
+    (``train/real_unpaired``): a seeded random ``holdout`` share of the files, in sorted order, so that
+    every tool that trains or validates on the folder draws the same split."""
+    root = Path(root)
+    folder = _subdir(root, HAZY_DIRS) if root.is_dir() else None
+    files = _images(folder) if folder is not None else []
+    if not files:
+        raise ValueError(f"{root}: no images in a hazy/ sub-folder")
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = set(order[: int(round(holdout * len(files)))])
+    return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
+
+
 def center_crop_to_match(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Centre-crop both N x C x H x W tensors to their common (minimum) size."""
     h, w = min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1])
@@ -168,14 +184,30 @@ def center_crop_to_match(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return crop(a), crop(b)
 
 
-def load_pair(pair: Pair) -> tuple[Tensor, Tensor]:
+# The largest border, in pixels per side, by which a pair's two images may differ in size and still be
+# centre-cropped to their common size: the official SOTS-indoor ground truth (640 x 480) has a 10 px
+# frame around its hazy images (620 x 460). A larger difference is a different picture (a resized or
+# re-cropped copy), whose crop would pair different content.
+MAX_CROP_BORDER = 16
+
+
+def load_pair(pair: Pair, allow_size_mismatch: bool = False) -> tuple[Tensor, Tensor]:
     """Read a pair as two 1 x 3 x H x W tensors of equal size.
 
-    Different sizes (e.g. official SOTS-indoor GT 640 x 480 vs hazy 620 x 460) are centre-cropped
-    to the common size, with a warning.
+    Sizes that differ by a border of at most :data:`MAX_CROP_BORDER` pixels per side (e.g. official
+    SOTS-indoor GT 640 x 480 vs hazy 620 x 460) are centre-cropped to the common size, with a
+    warning. A larger difference raises ValueError naming both files and sizes, unless
+    ``allow_size_mismatch`` (then it is cropped too).
     """
     hazy, clear = read_image(pair.hazy).rgb, read_image(pair.clear).rgb
     if hazy.shape[-2:] != clear.shape[-2:]:
+        (hh, hw), (ch, cw) = hazy.shape[-2:], clear.shape[-2:]
+        if max(abs(hh - ch), abs(hw - cw)) > 2 * MAX_CROP_BORDER and not allow_size_mismatch:
+            raise ValueError(
+                f"{pair.hazy} is {hw} x {hh} pixels but its clear image {pair.clear} is {cw} x {ch}: more than "
+                f"a {MAX_CROP_BORDER} px border apart, so not the same view (a resized copy?); fix the pair, or "
+                "train with --allow-size-mismatch (data.allow_size_mismatch) to centre-crop it anyway"
+            )
         warnings.warn(
             f"{pair.hazy.name}: hazy {tuple(hazy.shape[-2:])} and clear {tuple(clear.shape[-2:])} "
             "differ in size; centre-cropped to the common size"
@@ -266,18 +298,29 @@ def synthesize_haze(
 # --- in-memory training data with deterministic crops ----------------------------------------
 
 
-def _draw_airlight(u: Tensor, airlight_range: tuple[float, float]) -> Tensor:
-    """A grey-ish airlight (3,) from four uniforms: a level in ``airlight_range``, +-5 % tint per channel."""
+def _draw_airlight(u: Tensor, airlight_range: tuple[float, float], tint: float = 0.1) -> Tensor:
+    """An airlight (3,) from four uniforms: a level in ``airlight_range``, times 1 + tint (u - 1/2) per
+    channel (tint 0.1: +-5 %, grey-ish; 0.5: +-25 %, as yellow dust or a blue dusk)."""
     level = airlight_range[0] + (airlight_range[1] - airlight_range[0]) * u[0].item()
-    return (level * (1.0 + 0.1 * (u[1:4] - 0.5))).clamp(0.0, 1.0)
+    return (level * (1.0 + tint * (u[1:4] - 0.5))).clamp(0.0, 1.0)
+
+
+def density_field(shape: tuple[int, int], variation: float, generator: torch.Generator, cells: int = 4) -> Tensor:
+    """A smooth random factor on beta, exp(variation * n), 1 x 1 x H x W: n is a ``cells`` x ``cells``
+    grid of standard normals, upsampled bicubically, so haze is denser in some regions of the scene
+    than its depth says (non-homogeneous haze, as in NH-HAZE; RIDCP's realistic synthesis)."""
+    grid = torch.randn(1, 1, cells, cells, generator=generator)
+    return torch.exp(variation * F.interpolate(grid, size=shape, mode="bicubic", align_corners=True))
 
 
 class PairBank:
     """Images held in memory as uint8 (hazy, clear) pairs; the source of training crops.
 
     Real pairs are loaded once. For each clear + depth sample, ``synthetic_per_sample`` hazy
-    versions are rendered with beta ~ U(beta_range) and a grey-ish airlight ~ U(airlight_range)
-    (with a +-5 % tint per channel), drawn from ``seed``, so a given seed always gives the same set.
+    versions are rendered with beta ~ U(beta_range) and an airlight ~ U(airlight_range) tinted per
+    channel by +-``airlight_tint`` / 2 (0.1: grey-ish), drawn from ``seed``, so a given seed always
+    gives the same set. ``haze_variation`` > 0 multiplies beta by a smooth random field
+    (:func:`density_field`), so the haze is not a function of depth alone.
 
     ``rerender_per_pair`` multiplies the haze levels of synthetic pairs (RESIDE): A and t are
     recovered from the pair (:func:`~hazefree.physics.fit_haze_model`) and the scene is re-rendered
@@ -288,6 +331,10 @@ class PairBank:
     re-rendering fits the hazy image to ``rerender_min_fit_db`` qualify: 8-bit quantisation alone
     limits a perfect fit to 10 log10(12 * 255^2) = 58.9 dB, and RESIDE pairs reach about 60 dB,
     while real cloud pairs (RICE, at most 52 dB here) are not rendered by the model.
+
+    ``allow_size_mismatch`` is :func:`load_pair`'s; with ``skip_bad`` an unreadable or truncated image
+    is left out with a warning naming it (listed in ``skipped``) instead of raising
+    :class:`~hazefree.io.ImageReadError`.
 
     ``airlights`` holds each image's airlight (3,) where it is known: the fitted A of a pair that
     qualifies for re-rendering (only fitted when ``rerender_per_pair`` > 0), the A of each re-rendered
@@ -307,8 +354,15 @@ class PairBank:
         rerender_beta_scale: tuple[float, float] = (0.5, 2.0),
         rerender_min_fit_db: float = 55.0,
         rerender_new_airlight: float = 0.0,
+        airlight_tint: float = 0.1,
+        haze_variation: float = 0.0,
+        allow_size_mismatch: bool = False,
+        skip_bad: bool = False,
     ) -> None:
         self.names: list[str] = []
+        # "<file>: <problem>" of each unreadable image left out (``skip_bad``; else the first one raises)
+        self.skipped: list[str] = []
+        pairs, depth_samples = list(pairs), list(depth_samples)
         self.files: list[str] = []  # the file each image comes from (the hazy file; the clear one for depth renders)
         self.sizes: list[tuple[int, int]] = []  # (H, W) of that file, before the ``max_side`` reduction
         self.sources: list[str] = []  # the dataset folder of each pair ("synthetic" for depth renders)
@@ -320,7 +374,13 @@ class PairBank:
         regen = torch.Generator().manual_seed(seed + 1)
         log_lo, log_hi = (math.log(v) for v in rerender_beta_scale)
         for p in pairs:
-            h, c = load_pair(p)
+            try:
+                h, c = load_pair(p, allow_size_mismatch)
+            except ImageReadError as exc:
+                if not skip_bad:
+                    raise
+                self._skip(exc)
+                continue
             folder = p.hazy.parent  # the dataset: its root, above a hazy/ sub-folder
             source = str(folder.parent if folder.name.lower() in HAZY_DIRS else folder)
             self._add(p.name, h, c, max_side, source, file=p.hazy)
@@ -337,21 +397,40 @@ class PairBank:
                 if rerender_new_airlight > 0:
                     u = torch.rand(5, generator=regen)
                     if u[0].item() < rerender_new_airlight:
-                        a_k = _draw_airlight(u[1:], airlight_range).view(1, 3, 1, 1)
+                        a_k = _draw_airlight(u[1:], airlight_range, airlight_tint).view(1, 3, 1, 1)
                 self._add(f"{p.name}_rr{k}", add_haze(c, t.pow(scale), a_k), c, max_side, source, rerendered=True,
                           file=p.hazy, airlight=a_k)
         gen = torch.Generator().manual_seed(seed)
         for s in depth_samples:
-            clear = read_image(s.clear).rgb
-            depth = read_depth(s)
+            try:
+                clear = read_image(s.clear).rgb
+                depth = read_depth(s)
+            except ValueError as exc:  # an unreadable image or depth map; the message names the file
+                if not skip_bad:
+                    raise
+                self._skip(exc)
+                continue
             for k in range(synthetic_per_sample):
                 u = torch.rand(5, generator=gen)
                 beta = beta_range[0] + (beta_range[1] - beta_range[0]) * u[0].item()
-                a_k = _draw_airlight(u[1:5], airlight_range)
-                hazy, _ = synthesize_haze(clear, depth, beta, a_k)
+                a_k = _draw_airlight(u[1:5], airlight_range, airlight_tint)
+                d = depth
+                if haze_variation > 0:  # drawn only when enabled, so configs without it keep their renders
+                    d = depth * density_field(tuple(depth.shape[-2:]), haze_variation, gen)
+                hazy, _ = synthesize_haze(clear, d, beta, a_k)
                 self._add(f"{s.clear.stem}_syn{k}", hazy, clear, max_side, "synthetic", file=s.clear, airlight=a_k)
+        if self.skipped:
+            kept = len(pairs) + len(depth_samples) - len(self.skipped)
+            warnings.warn(
+                f"skipped {len(self.skipped)} unreadable image(s) (skip_bad); {kept} of "
+                f"{len(pairs) + len(depth_samples)} pairs and clear + depth samples remain"
+            )
         if not self.names:
             raise ValueError("no training images: give at least one dataset folder")
+
+    def _skip(self, exc: Exception) -> None:
+        self.skipped.append(str(exc))
+        warnings.warn(f"skipped {exc}")
 
     def _add(
         self, name: str, hazy: Tensor, clear: Tensor, max_side: int | None, source: str, rerendered: bool = False,

@@ -17,6 +17,7 @@ from hazefree.data import (
     find_pairs,
     load_pair,
     read_depth,
+    split_unpaired,
     synthesize_haze,
 )
 from hazefree.physics import fit_haze_model
@@ -168,6 +169,54 @@ class TestSyntheticHaze:
         assert torch.allclose(hazy, clear * t + 0.9 * (1 - t), atol=1e-6)
         assert t[0, 0, 0, 0].item() == pytest.approx(1.0)
         assert t[0, 0, -1, -1].item() == pytest.approx(np.exp(-1.5), rel=1e-5)
+
+
+class TestRealisticRenders:
+    """Depth renders with tinted airlights and non-uniform density (stage 9's heavy haze)."""
+
+    def _bank(self, root: Path, **kwargs) -> PairBank:
+        TestSyntheticHaze()._depth_set(root, 16)
+        return PairBank((), find_depth_samples(root), synthetic_per_sample=16, seed=3, **kwargs)
+
+    def test_tint_spreads_the_channels_by_its_amount(self, tmp_path):
+        grey = self._bank(tmp_path / "a", airlight_range=(0.8, 0.8))
+        tinted = self._bank(tmp_path / "b", airlight_range=(0.8, 0.8), airlight_tint=0.5)
+        spread = lambda bank: torch.stack([a.max() - a.min() for a in bank.airlights])  # noqa: E731
+        assert spread(grey).max() <= 0.8 * 0.1 + 1e-6  # +-5 %: at most 10 % of the level apart
+        assert spread(tinted).max() > 0.8 * 0.2 and spread(tinted).max() <= 0.8 * 0.5 + 1e-6
+
+    def test_variation_makes_haze_denser_in_some_regions_than_depth_says(self, tmp_path):
+        plain = self._bank(tmp_path / "a", beta_range=(2.0, 2.0))
+        varied = self._bank(tmp_path / "b", beta_range=(2.0, 2.0), haze_variation=0.5)
+        depth = read_depth(find_depth_samples(tmp_path / "a")[0])
+        a = varied.airlights[0].view(1, 3, 1, 1)
+        hazy, clear = varied.full(0)
+        # recover t from the render: in the plain bank a function of depth alone, here not
+        t = ((hazy - a) / (clear - a)).mean(1, keepdim=True)
+        ok = ((clear - a).abs().min(1, keepdim=True).values > 0.2)
+        beta = (-t.clamp(1e-3, 1).log() / depth.clamp_min(1e-3))[ok]
+        assert beta.std() / beta.mean() > 0.05  # beta varies across the scene
+        t_plain = ((plain.full(0)[0] - plain.airlights[0].view(1, 3, 1, 1)) / (clear - plain.airlights[0].view(1, 3, 1, 1)))
+        beta_plain = (-t_plain.mean(1, keepdim=True).clamp(1e-3, 1).log() / depth.clamp_min(1e-3))[ok]
+        assert beta_plain.std() / beta_plain.mean() < 0.05
+        # off by default: the variation does not change the renders of a config without it
+        again = self._bank(tmp_path / "c", beta_range=(2.0, 2.0))
+        assert all(torch.equal(x, y) for x, y in zip(plain.hazy, again.hazy))
+
+
+class TestSplitUnpaired:
+    def test_holdout_is_seeded_disjoint_and_complete(self, tmp_path):
+        for i in range(20):
+            _img(tmp_path / "hazy" / f"p{i:02d}.jpg", seed=i)
+        train, held = split_unpaired(tmp_path, 0.25, seed=0)
+        assert len(held) == 5 and len(train) == 15 and not set(train) & set(held)
+        assert sorted(train + held) == sorted((tmp_path / "hazy").iterdir())
+        assert split_unpaired(tmp_path, 0.25, seed=0) == (train, held)
+        assert split_unpaired(tmp_path, 0.25, seed=1)[1] != held
+
+    def test_a_folder_without_photos_is_named(self, tmp_path):
+        with pytest.raises(ValueError, match=str(tmp_path)):
+            split_unpaired(tmp_path, 0.1)
 
 
 class TestSampler:

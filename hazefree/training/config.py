@@ -22,6 +22,12 @@ class DataConfig:
     paired: list[str] = field(default_factory=list)
     synthetic: list[str] = field(default_factory=list)
     synthetic_per_sample: int = 8
+    synthetic_beta_range: tuple[float, float] = (0.5, 2.5)  # beta of the depth renders (depth in [0, 1])
+    # the airlight level of depth renders and of re-renders under a new airlight, and its tint:
+    # each channel times 1 + airlight_tint (u - 1/2) (0.1: grey-ish; 0.5: dust or dusk colours)
+    synthetic_airlight_range: tuple[float, float] = (0.7, 1.0)
+    airlight_tint: float = 0.1
+    haze_variation: float = 0.0  # log-std of a smooth random factor on the depth renders' beta
     # extra haze levels per synthetic pair, re-rendered from its recovered A and t (see PairBank)
     rerender_per_pair: int = 0
     rerender_beta_scale: tuple[float, float] = (0.5, 2.0)
@@ -36,6 +42,9 @@ class DataConfig:
     # (every training source named; overrides balance_sources)
     source_weights: dict[str, float] = field(default_factory=dict)
     pair_pattern: str | None = None
+    # centre-crop pairs whose sizes differ by more than data.MAX_CROP_BORDER px per side (else refused)
+    allow_size_mismatch: bool = False
+    skip_bad: bool = False  # leave out unreadable or truncated images, naming each (else the first stops the run)
     # a fraction of all scenes, or {source label: fraction} to split each source on its own
     val_fraction: float | dict[str, float] = 0.1
     crop: int = 256
@@ -98,6 +107,12 @@ class BildConfig:
     val_data: str | None = None
     val_batch: int | None = None  # validation crops per step; None = batch_size
     weights_every: int | None = None  # patch_weights.csv rows every N steps; None = log_every
+    # "fast": R_i's data part by a central difference along the validation gradient (about 2 plain
+    # steps with every=4); "exact": the paper's double backward through the virtual step (4-5 plain
+    # steps). See hazefree.training.bild and docs/bild.md.
+    mode: str = "fast"
+    every: int | None = None  # phi's update every N steps, the weights reused between; None = 4 (fast), 1 (exact)
+    fd_step: float = 1e-3  # fast: the central difference moves theta by this share of its norm
 
 
 @dataclass
@@ -140,6 +155,12 @@ class TrainConfig:
     # the model's minimum size); None = full resolution
     ddu: int | None = None
     bild: BildConfig = field(default_factory=BildConfig)
+
+    def validate(self) -> None:
+        """Raise ValueError naming every key whose value is out of range (:func:`config_problems`)."""
+        problems = config_problems(self)
+        if problems:
+            raise ValueError(f"invalid training config ({len(problems)} problem(s)): " + "; ".join(problems))
 
 
 # Per-model defaults, applied before the YAML file and the command line.
@@ -193,6 +214,96 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# What each key must be, checked by TrainConfig.validate before any data is read: (test, wording).
+# A key absent here is still checked by the generic rules of config_problems.
+_POSITIVE = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+_FRACTION = (lambda v: 0 <= v <= 1, "in [0, 1]")
+_OPEN_FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
+_RULES: dict[str, tuple[Any, str]] = {
+    "steps": _POSITIVE, "batch_size": _POSITIVE, "val_every": _POSITIVE, "checkpoint_every": _POSITIVE,
+    "keep_checkpoints": _POSITIVE, "log_every": _POSITIVE, "image_every": _POSITIVE, "ndf": _POSITIVE,
+    "threads": _POSITIVE, "lambda_l1": _NON_NEGATIVE, "airlight_loss": _NON_NEGATIVE,
+    "ema_decay": (lambda v: 0 < v < 1, "in (0, 1)"), "ddu": (lambda v: v >= 2, ">= 2"),
+    "objective": (lambda v: v in ("pix2pix", "supervised", "airlight_head"), "pix2pix, supervised or airlight_head"),
+    "loss": (lambda v: v in ("l1", "mse", "smooth_l1"), "l1, mse or smooth_l1"),
+    "data.synthetic_per_sample": _NON_NEGATIVE, "data.rerender_per_pair": _NON_NEGATIVE,
+    "data.rerender_beta_scale": (lambda v: v[0] > 0, "a range above 0"),
+    "data.rerender_new_airlight": _FRACTION, "data.crop": _POSITIVE, "data.max_side": _POSITIVE,
+    "data.scale_range": (lambda v: 0 < v[0] and v[1] <= 1, "a range within (0, 1]"),
+    "data.val_max_images": _NON_NEGATIVE,
+    "data.val_fraction": (
+        lambda v: all(0 <= f < 1 for f in (v.values() if isinstance(v, dict) else [v])), "in [0, 1) (per source)"
+    ),
+    "data.source_weights": (lambda v: all(w >= 0 for w in v.values()), "weights >= 0"),
+    "data.val_group_weights": (lambda v: all(w >= 0 for w in v.values()), "weights >= 0"),
+    "data.val_average": (lambda v: v in ("image", "source", "group"), "image, source or group"),
+    "optim.name": (lambda v: v in ("adam", "sgd"), "adam or sgd"),
+    "optim.lr": _POSITIVE, "optim.momentum": _OPEN_FRACTION, "optim.weight_decay": _NON_NEGATIVE,
+    "optim.betas": (lambda v: all(0 <= b < 1 for b in v), "two values in [0, 1)"),
+    "optim.schedule": (lambda v: v in ("step", "cosine", "constant"), "step, cosine or constant"),
+    "optim.lr_decay": (lambda v: 0 < v <= 1, "in (0, 1]"), "optim.lr_decay_every": _POSITIVE,
+    "optim.grad_clip": _POSITIVE,
+    "bild.alpha": _POSITIVE, "bild.width": _POSITIVE, "bild.lr": _POSITIVE, "bild.val_batch": _POSITIVE,
+    "bild.weights_every": _POSITIVE, "bild.input": (lambda v: v in ("pair", "hazy"), "pair or hazy"),
+}
+
+
+def config_problems(cfg: TrainConfig) -> list[str]:
+    """Every out-of-range value of ``cfg``, one line each naming its dotted key.
+
+    Beyond :data:`_RULES`: a number where the default is a number, finite floats, and every pair
+    field named ``*_range`` or ``*_scale`` an ordered (low, high) pair of numbers; None passes
+    where the default is None."""
+    problems: list[str] = []
+
+    def walk(obj, prefix: str) -> None:
+        defaults = type(obj)()
+        for f in dataclasses.fields(obj):
+            key, value, default = prefix + f.name, getattr(obj, f.name), getattr(defaults, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, key + ".")
+                continue
+            if value is None and default is None:
+                continue
+            problem = _problem(key, value, default)
+            if problem:
+                problems.append(f"{key} {problem}")
+
+    walk(cfg, "")
+    return problems
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _problem(key: str, value, default) -> str | None:
+    """Why ``value`` is not allowed at ``key`` (None: it is)."""
+    if _is_number(default) and not _is_number(value) and not (isinstance(value, dict) and key in _RULES):
+        return f"must be a number, got {value!r}"  # a {source: number} mapping where its rule allows one
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and value != int(value):
+        return f"must be a whole number, got {value!r}"
+    if isinstance(default, tuple):
+        if not (isinstance(value, (tuple, list)) and len(value) == len(default) and all(map(_is_number, value))):
+            return f"must be {len(default)} numbers, got {value!r}"
+    values = value if isinstance(value, (tuple, list)) else [value]
+    if any(v != v or abs(v) == float("inf") for v in values if _is_number(v)):
+        return f"must be finite, got {value!r}"
+    if isinstance(default, tuple) and key.rsplit(".", 1)[-1].endswith(("_range", "_scale")) and value[0] > value[1]:
+        return f"must be a (low, high) range with low <= high, got {list(value)}"
+    rule = _RULES.get(key)
+    if rule is not None and value is not None:
+        test, wording = rule
+        try:
+            ok = bool(test(value))
+        except (TypeError, AttributeError, IndexError):
+            ok = False
+        if not ok:
+            return f"must be {wording}, got {value!r}"
+    return None
+
+
 def _from_dict(cls, values: Mapping[str, Any]):
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
@@ -228,7 +339,8 @@ def _merge(base: dict, update: Mapping) -> dict:
 
 
 def load_config(path: str | Path | None = None, model: str | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """Config from defaults < per-model defaults < YAML file < ``key=value`` overrides."""
+    """Config from defaults < per-model defaults < YAML file < ``key=value`` overrides; raises
+    ValueError naming every out-of-range key (:meth:`TrainConfig.validate`)."""
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -243,7 +355,9 @@ def load_config(path: str | Path | None = None, model: str | None = None, overri
     if model:
         values["model"] = model
     values = apply_overrides(values, overrides)
-    return _from_dict(TrainConfig, values)
+    cfg = _from_dict(TrainConfig, values)
+    cfg.validate()
+    return cfg
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:

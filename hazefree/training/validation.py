@@ -33,6 +33,9 @@ def load_training_data(cfg: TrainConfig) -> tuple[PairBank, list[int], list[int]
         pairs, depth, d.synthetic_per_sample, seed=cfg.seed, max_side=d.max_side,
         rerender_per_pair=d.rerender_per_pair, rerender_beta_scale=tuple(d.rerender_beta_scale),
         rerender_new_airlight=d.rerender_new_airlight, rerender_min_fit_db=d.rerender_min_fit_db,
+        allow_size_mismatch=d.allow_size_mismatch, skip_bad=d.skip_bad,
+        beta_range=tuple(d.synthetic_beta_range), airlight_range=tuple(d.synthetic_airlight_range),
+        airlight_tint=d.airlight_tint, haze_variation=d.haze_variation,
     )
     train_idx, val_idx = bank.split(d.val_fraction, cfg.seed if d.split_seed is None else d.split_seed)
     if not d.val_rerendered:
