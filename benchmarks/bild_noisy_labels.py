@@ -120,14 +120,21 @@ def run(args: argparse.Namespace) -> dict:
         tr = Trainer(cfg, progress=False)
         tr.fit()
         result[f"val_psnr_{name}"] = validate(tr.model, val_bank, list(range(len(val_bank))))["val_psnr"]
+    if "bild" not in args.runs:
+        return result
     bad, good = [], []
+    per_step: dict[int, list[float]] = {}
     with open(out / "bild" / "patch_weights.csv") as fh:
         for row in csv.DictReader(fh):
             if int(row["step"]) > args.steps // 2:
                 (bad if row["image"] in corrupted else good).append(float(row["weight"]))
+                per_step.setdefault(int(row["step"]), []).append(float(row["weight"]))
     result["mean_weight_corrupted"] = float(np.mean(bad))
     result["mean_weight_clean"] = float(np.mean(good))
     result["weight_ratio_corrupted_to_clean"] = result["mean_weight_corrupted"] / result["mean_weight_clean"]
+    # effective sample size 1 / sum w^2 (weights of a step sum to 1) as a share of the batch
+    ess = [1.0 / np.sum(np.square(w)) / len(w) for w in per_step.values()]
+    result["ess_share_mean"], result["ess_share_min"] = float(np.mean(ess)), float(np.min(ess))
     return result
 
 

@@ -6,6 +6,9 @@
     python benchmarks/bild_real.py evaluate --config configs/bild/aod-net-claim.yaml
     # wall-clock cost of a BILD step relative to a plain step, timed in one process
     python benchmarks/bild_real.py cost --config configs/bild/aod-net-claim.yaml
+    # effective sample size of the weights on this (clean) data: one BILD run per seed at the
+    # default bild: settings, weights logged every step -> <out>/ess-seed<k>/ess.json
+    python benchmarks/bild_real.py ess --config configs/bild/aod-net-claim.yaml --seeds 0 [--set KEY=VALUE]
     # Fig.-5 (validation PSNR vs step) and Fig.-6 (one batch's patches with their weights)
     python benchmarks/bild_real.py figures --config configs/bild/aod-net-claim.yaml \\
         --config2 configs/bild/griddehazenet-claim.yaml --docs docs/bild
@@ -138,6 +141,40 @@ def cost(args) -> dict:
     return out
 
 
+def ess(args) -> list[dict]:
+    """Mean effective sample size 1 / sum w^2 (as a share of the batch) of a BILD run's weights,
+    over all its steps and over the second half, and the smallest; one run per seed."""
+    import csv
+
+    import numpy as np
+
+    from hazefree.training import BildConfig
+
+    defaults = [f"bild.{k}={json.dumps(v)}" for k, v in vars(BildConfig()).items() if k != "enabled"]
+    out = []
+    for seed in args.seeds:
+        base = load_config(args.config)
+        # the config's bild: section is replaced by the defaults; --set comes after
+        cfg = _cfg(args.config, "bild", seed, [*defaults, f"out={base.out}/ess-seed{seed}", "bild.weights_every=1",
+                                               f"val_every={base.steps}", f"checkpoint_every={base.steps}",
+                                               *args.set])
+        Trainer(cfg, progress=False).fit()
+        per_step: dict[int, list[float]] = {}
+        with open(Path(cfg.out) / "patch_weights.csv") as fh:
+            for row in csv.DictReader(fh):
+                per_step.setdefault(int(row["step"]), []).append(float(row["weight"]))
+        share = {k: 1.0 / np.sum(np.square(w)) / len(w) for k, w in per_step.items()}
+        late = [v for k, v in share.items() if k > cfg.steps // 2]
+        res = {"config": args.config, "seed": seed, "steps": cfg.steps, "overrides": args.set,
+               "bild": {k: v for k, v in vars(cfg.bild).items()},
+               "ess_share_mean": float(np.mean(list(share.values()))), "ess_share_mean_second_half": float(np.mean(late)),
+               "ess_share_min": float(np.min(list(share.values())))}
+        (Path(cfg.out) / "ess.json").write_text(json.dumps(res, indent=2))
+        print(json.dumps(res), flush=True)
+        out.append(res)
+    return out
+
+
 def _val_curve(run: Path) -> list[tuple[int, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -206,15 +243,16 @@ def _patch_figure(config: str, seed: int, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["train", "evaluate", "cost", "figures"])
+    p.add_argument("what", choices=["train", "evaluate", "cost", "figures", "ess"])
     p.add_argument("--config", required=True)
     p.add_argument("--config2", help="figures: a second model's config for the Fig.-5 plot")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--repeats", type=int, default=6, help="cost: steps timed per method")
     p.add_argument("--docs", default="docs/bild")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="ess: extra config override")
     args = p.parse_args(argv)
     torch.set_num_threads(load_config(args.config).threads or 1)
-    {"train": train, "evaluate": evaluate, "cost": cost, "figures": figures}[args.what](args)
+    {"train": train, "evaluate": evaluate, "cost": cost, "figures": figures, "ess": ess}[args.what](args)
     return 0
 
 

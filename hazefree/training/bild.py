@@ -42,6 +42,30 @@ by O(eta); the real update uses the full optimiser.
 Guided-Pix2Pix: the virtual step and J_v use the reconstruction loss only
 (:meth:`Pix2PixObjective.inner_loss`); the weights multiply each patch's whole generator loss
 (adversarial + L1) in the real update; the discriminator is trained unweighted.
+
+Cost (``bild.mode``, ``bild.every``; deviations from the paper, see docs/bild.md). ``exact`` is
+steps 1-4 above, every step: 4-5 plain steps. ``fast`` (the default) makes two changes:
+
+* R_i's data part by a central difference along the validation gradient instead of the double
+  backward: -eta g_v^T g_i ~ -eta [l_i(theta + eps g_v) - l_i(theta - eps g_v)] / (2 eps), with
+  g_v = grad J_v(theta_{t-1}) (one forward/backward of D_v) and two forwards of the batch without
+  autograd. Every parameter takes part; the differences from eq. 6i are O(eta) (g_v taken at
+  theta_{t-1} rather than at the virtual theta_t, as in the small-eta limit above) and O(eps^2).
+  J_v is then J_v(theta_{t-1}).
+* phi takes its step every ``every`` steps (default 4); in between the weights come from
+  f_phi's forward alone (the reweighter reused), and the logged s and J_v are the last ones.
+
+The default alpha rule (issue #25; deviations from the paper, see docs/bild.md):
+
+* ``ess`` (default 0.5): w = softmax(beta f_phi) with beta in (0, 1] the largest for which the
+  batch's effective sample size 1 / sum w_i^2 is >= ess N (:func:`temper`, bisection; beta = 1,
+  the paper's softmax, whenever that already holds). The weights of a batch cannot collapse onto
+  a few patches, whatever alpha and the data; eq. 6i's gradient is taken with beta held fixed.
+* ``relative`` (default on): the probe uses log l_i in place of l_i, so R_i's data part is
+  -eta g_v^T g_i / l_i: a patch's alignment with the validation gradient per unit of its own
+  loss. A wrong target has a large loss and a large gradient whose systematic part is shared
+  with the clean patches; unscaled, its inner product is as large as theirs on average.
+* alpha = 0.3 (default), which with the two above is the rule fixed before the runs that judge it.
 """
 
 from __future__ import annotations
@@ -104,13 +128,38 @@ def reweighter_input(batch: dict[str, Tensor], kind: str) -> Tensor:
 
 class BildStep(NamedTuple):
     """What one outer step saw: the weights used before and after phi's update (N), R_i (N),
-    the normaliser s and the validation loss J_v(theta_t)."""
+    the normaliser s and the validation loss J_v. On a step without phi's update (``fast`` mode
+    between refreshes) ``r`` is None, both weights are the ones used, s and J_v the last ones."""
 
     weights: Tensor
     new_weights: Tensor
-    r: Tensor
+    r: Tensor | None
     scale: float
     val_loss: float
+    refreshed: bool = True
+
+
+def _ess(w: Tensor) -> float:
+    """Effective sample size 1 / sum w_i^2 of weights summing to 1 (N when uniform)."""
+    return float(1.0 / w.pow(2).sum())
+
+
+def temper(scores: Tensor, share: float, iters: int = 50) -> float:
+    """The largest beta in (0, 1] with ESS(softmax(beta scores)) >= share N, by bisection (the
+    ESS falls as beta grows, from N at beta = 0): tempered importance weights. 1 when the
+    untempered weights already have that ESS."""
+    n = scores.numel()
+
+    def ess(beta: float) -> float:
+        return _ess(torch.softmax(beta * scores.double(), dim=0))
+
+    if ess(1.0) >= share * n:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ess(mid) >= share * n else (lo, mid)
+    return lo
 
 
 class Bild:
@@ -122,8 +171,18 @@ class Bild:
             raise ValueError(f"bild.alpha must be >= 0, got {b.alpha}")
         if b.input not in ("pair", "hazy"):
             raise ValueError(f"bild.input must be 'pair' or 'hazy', got {b.input!r}")
+        if b.mode not in ("fast", "exact"):
+            raise ValueError(f"bild.mode must be 'fast' or 'exact', got {b.mode!r}")
+        self.every = b.every if b.every is not None else (4 if b.mode == "fast" else 1)
+        if self.every < 1:
+            raise ValueError(f"bild.every must be >= 1, got {b.every}")
         self.objective, self.model, self.kind, self.alpha = objective, objective.generator(), b.input, b.alpha
+        self.mode, self.fd_step, self.relative = b.mode, b.fd_step, b.relative
+        if not 0 <= b.ess < 1:
+            raise ValueError(f"bild.ess must be in [0, 1) (0 = off), got {b.ess}")
+        self.ess_min = b.ess
         self.val_batches, self.world = val_batches, world
+        self._last_scale, self._last_val_loss = 1.0, float("nan")
         self.net = PatchReweighter(6 if b.input == "pair" else 3, b.width)
         if world > 1:  # every rank starts from rank 0's phi
             for p in self.net.parameters():
@@ -131,13 +190,19 @@ class Bild:
         self.opt = torch.optim.Adam(self.net.parameters(), lr=b.lr)
 
     def log_weights(self, batch: dict[str, Tensor]) -> Tensor:
-        """log w over the batch (N)."""
-        return F.log_softmax(self.net(reweighter_input(batch, self.kind)), dim=0)
+        """log w over the batch (N): log_softmax(beta f_phi), beta = :func:`temper` of the scores
+        under the ESS rule (``bild.ess`` > 0), else 1."""
+        scores = self.net(reweighter_input(batch, self.kind))
+        if self.ess_min > 0:
+            scores = scores * temper(scores.detach(), self.ess_min)
+        return F.log_softmax(scores, dim=0)
 
     def _virtual_val_loss(self, batch: dict[str, Tensor], val: dict[str, Tensor], w: Tensor, eta: float) -> Tensor:
         """J_v(D_v; theta_t) with theta_t = theta_{t-1} - eta grad sum_i w_i l_i, differentiable in w."""
         theta = {k: p.detach().requires_grad_() for k, p in self.model.named_parameters() if p.requires_grad}
         inner = self.objective.inner_loss(functional_call(self.model, theta, (batch["hazy"],)).clear, batch["clear"])
+        if self.relative:  # bild.relative: the virtual step on sum_i w_i log l_i
+            inner = torch.log(inner.clamp_min(1e-12))
         grads = torch.autograd.grad((w * inner).sum(), list(theta.values()), create_graph=True,
                                     allow_unused=True, materialize_grads=True)
         theta_t = {k: v - eta * g for (k, v), g in zip(theta.items(), grads)}
@@ -150,32 +215,79 @@ class Bild:
         w = log_w.exp()
         return self._virtual_val_loss(batch, val, w, eta) / scale + self.alpha * (w * log_w).sum()
 
-    def outer_gradient(self, batch: dict[str, Tensor], val: dict[str, Tensor], eta: float) -> BildStep:
-        """Leave grad_phi O (eq. 6i) in ``self.net``'s ``.grad``; returns the weights and R_i."""
-        log_w = self.log_weights(batch)
-        w = log_w.exp()
+    def exact_data_part(self, batch: dict[str, Tensor], val: dict[str, Tensor], w: Tensor,
+                        eta: float) -> tuple[Tensor, float]:
+        """dJ_v(theta_t)/dw_i = -eta grad J_v(theta_t)^T grad l_i(theta_{t-1}) (N) by the double
+        backward, and J_v(theta_t)."""
         w_leaf = w.detach().requires_grad_()
         val_loss = self._virtual_val_loss(batch, val, w_leaf, eta)
-        (d_j,) = torch.autograd.grad(val_loss, w_leaf)  # -eta grad J_v(theta_t)^T grad l_i(theta_{t-1})
+        (d_j,) = torch.autograd.grad(val_loss, w_leaf)
+        return d_j, float(val_loss.detach())
+
+    def fast_data_part(self, batch: dict[str, Tensor], val: dict[str, Tensor], eta: float) -> tuple[Tensor, float]:
+        """-eta g_v^T g_i (N) by a central difference of l_i along g_v = grad J_v(theta_{t-1})
+        (module docstring, ``fast``), and J_v(theta_{t-1}). The step eps moves theta by ``fd_step``
+        times its norm; both forwards draw the same random numbers (dropout)."""
+        theta = {k: p for k, p in self.model.named_parameters() if p.requires_grad}
+        pred = functional_call(self.model, theta, (val["hazy"],)).clear
+        val_loss = self.objective.inner_loss(pred, val["clear"]).mean()
+        g_v = torch.autograd.grad(val_loss, list(theta.values()), allow_unused=True, materialize_grads=True)
+        with torch.no_grad():
+            g_norm = torch.sqrt(sum(g.pow(2).sum() for g in g_v))
+            p_norm = torch.sqrt(sum(p.pow(2).sum() for p in theta.values()))
+            n = batch["hazy"].shape[0]
+            if not (g_norm > 0 and p_norm > 0):
+                return torch.zeros(n), float(val_loss.detach())
+            eps = float(self.fd_step * p_norm / g_norm)
+            state = torch.get_rng_state()
+            loss = []
+            for sign in (1.0, -1.0):
+                torch.set_rng_state(state)
+                moved = {k: p + sign * eps * g for (k, p), g in zip(theta.items(), g_v)}
+                out = functional_call(self.model, moved, (batch["hazy"],)).clear
+                loss.append(self.objective.inner_loss(out, batch["clear"]).double())
+            if self.relative:  # d log l_i: each patch's change relative to its own loss
+                loss = [torch.log(v.clamp_min(1e-12)) for v in loss]
+        return (-eta * (loss[0] - loss[1]) / (2 * eps)).float(), float(val_loss.detach())
+
+    def outer_gradient(self, batch: dict[str, Tensor], val: dict[str, Tensor], eta: float) -> BildStep:
+        """Leave grad_phi O (eq. 6i) in ``self.net``'s ``.grad``; returns the weights and R_i.
+        The data part of R_i comes from :meth:`exact_data_part` or :meth:`fast_data_part`
+        (``bild.mode``)."""
+        log_w = self.log_weights(batch)
+        w = log_w.exp()
+        if self.mode == "exact":
+            d_j, val_loss = self.exact_data_part(batch, val, w, eta)
+        else:
+            d_j, val_loss = self.fast_data_part(batch, val, eta)
+        d_j = d_j.to(w)
         scale = float((d_j - d_j.mean()).pow(2).mean().sqrt())
         if not scale > 0:
             scale = 1.0
         r = d_j / scale + self.alpha * (log_w.detach() + 1.0)
         self.opt.zero_grad(set_to_none=True)
         (r * w).sum().backward()  # sum_i R_i grad_phi w_i
-        return BildStep(w.detach(), w.detach(), r, scale, float(val_loss.detach()))
+        return BildStep(w.detach(), w.detach(), r, scale, val_loss)
 
     def step(self, batch: dict[str, Tensor], step: int, rank: int, eta: float) -> tuple[dict[str, float], BildStep]:
-        """One bi-level step (module docstring, 1-4); returns the objective's losses and what BILD saw."""
-        val = self.val_batches.batch(step, rank)
-        info = self.outer_gradient(batch, val, eta)
-        if self.world > 1:
-            for p in self.net.parameters():
-                dist.all_reduce(p.grad)
-                p.grad /= self.world
-        self.opt.step()
-        with torch.no_grad():
-            new = self.log_weights(batch).exp()
-        losses = self.objective.step(batch, new)
-        losses = {**losses, "bild_val_loss": info.val_loss}
-        return losses, info._replace(new_weights=new)
+        """One bi-level step (module docstring, 1-4; phi's update only every ``every`` steps);
+        returns the objective's losses and what BILD saw."""
+        if step % self.every:
+            with torch.no_grad():
+                w = self.log_weights(batch).exp()
+            info = BildStep(w, w, None, self._last_scale, self._last_val_loss, refreshed=False)
+        else:
+            val = self.val_batches.batch(step, rank)
+            info = self.outer_gradient(batch, val, eta)
+            if self.world > 1:
+                for p in self.net.parameters():
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+            self.opt.step()
+            with torch.no_grad():
+                new = self.log_weights(batch).exp()
+            info = info._replace(new_weights=new)
+            self._last_scale, self._last_val_loss = info.scale, info.val_loss
+        losses = self.objective.step(batch, info.new_weights)
+        losses = {**losses, "bild_val_loss": info.val_loss, "bild_ess": _ess(info.new_weights) / info.new_weights.numel()}
+        return losses, info
