@@ -205,7 +205,7 @@ class _TransmissionSink:
 def _tiler(dehazer, size: tuple[int, int], preview):
     from .tiling import TiledDehazer
 
-    return TiledDehazer(dehazer.model, size, preview.to(dehazer.device))
+    return TiledDehazer(dehazer.model, size, preview.to(dehazer.device), getattr(dehazer, "strength", 1.0))
 
 
 def _run(dehazer, tiler, read, write, tile: int, size: tuple[int, int]) -> None:

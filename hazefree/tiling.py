@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .ops import guided_filter_coefficients, rgb_to_gray
 from .physics import estimate_airlight, remove_haze
+from .strength import recompose
 
 __all__ = [
     "Window",
@@ -175,15 +176,20 @@ class TiledDehazer:
         model: the loaded model (``Dehazer.model``), in eval mode.
         size: (H, W) of the full image.
         preview: 1 x 3 x h x w float32 reduced copy of the image (the image itself if small).
+        strength: S of :mod:`hazefree.strength` (``Dehazer.strength``); 1 leaves the model's result.
 
     Use :attr:`margin` to grow each tile's core before reading it, then call the object with the
     grown tile's pixels to get the dehazed core (:class:`TileResult`).
     """
 
-    def __init__(self, model: torch.nn.Module, size: tuple[int, int], preview: Tensor) -> None:
+    def __init__(self, model: torch.nn.Module, size: tuple[int, int], preview: Tensor, strength: float = 1.0) -> None:
         from .models import DarkChannelPrior, GuidedPix2Pix
+        from .strength import check_strength, strength_t_min
 
         self.model, self.size = model, size
+        # S != 1: every tile recomposes its own t with the image's one A (hazefree.strength)
+        self.strength = check_strength(strength)
+        self.t_min = None if self.strength == 1.0 else strength_t_min(model, type(model).__name__)
         self.blend = False
         exact_preview = tuple(preview.shape[-2:]) == tuple(size)
         if isinstance(model, GuidedPix2Pix) and (model.work_size is not None or exact_preview):
@@ -210,15 +216,21 @@ class TiledDehazer:
     def _guided_pix2pix_tile(self, hazy: Tensor, window: Window) -> TileResult:
         mean_a, mean_b = (resize_window(c, self.size, window) for c in self.coefficients)
         t = (mean_a * rgb_to_gray(hazy) + mean_b).clamp(self.model.t_min, 1.0)
+        if self.strength != 1.0:
+            return TileResult(recompose(hazy, t, self.airlight, self.t_min, self.strength), t)
         clear = ((hazy - self.airlight) / t + self.airlight).clamp(0.0, 1.0)
         return TileResult(clear, t)
 
     def _dcp_tile(self, hazy: Tensor, window: Window) -> TileResult:
         _, t = self.model.transmission(hazy, self.airlight)
+        if self.strength != 1.0:
+            return TileResult(recompose(hazy, t, self.airlight, self.t_min, self.strength), t)
         return TileResult(remove_haze(hazy, t, self.airlight, t_min=self.model.t_min), t)
 
     def _generic_tile(self, hazy: Tensor, window: Window) -> TileResult:
         out = self.model(hazy)
+        if self.strength != 1.0:  # the tile's own t and A (a generic model sees only its tile)
+            return TileResult(recompose(hazy, out.transmission, out.airlight, self.t_min, self.strength), out.transmission)
         return TileResult(out.clear.clamp(0.0, 1.0), out.transmission)
 
     @torch.inference_mode()

@@ -80,6 +80,37 @@ def test_drop_photos_compare_download_and_errors(page, tmp_path):
     assert result.format == "JPEG" and result.size == original.size == (763, 1180)
     assert (result.rgb - original.rgb).abs().mean() > 0.02
 
+    # 1b. the strength slider re-renders in the page, without a new dehaze request
+    posts = []
+    page.on("request", lambda request: posts.append(request.url) if "/api/dehaze" in request.url else None)
+    slider = card.locator("input.strength")
+    assert slider.is_visible() and slider.input_value() == "1"
+    mean_after = "img => { const c = document.createElement('canvas'); c.width = img.naturalWidth; " \
+        "c.height = img.naturalHeight; const x = c.getContext('2d'); x.drawImage(img, 0, 0); " \
+        "const d = x.getImageData(0, 0, c.width, c.height).data; let s = 0; " \
+        "for (let i = 0; i < d.length; i += 4) s += d[i] + d[i + 1] + d[i + 2]; return s / (d.length / 4 * 3); }"
+    after_img, before_img = card.locator("img.after"), card.locator("img.before")
+    at_one = after_img.evaluate(mean_after)
+    slider.focus()
+    for _ in range(10):  # 1 -> 1.5 by the keyboard, step 0.05
+        page.keyboard.press("ArrowRight")
+    playwright.expect(card.locator(".strength-value")).to_have_text("1.50")
+    page.wait_for_function("img => img.src.startsWith('data:') && img.complete", arg=after_img.element_handle())
+    at_more = after_img.evaluate(mean_after)
+    assert at_more < at_one - 2, (at_one, at_more)  # more haze removed: darker, as on the server
+    page.keyboard.press("Home")  # S = 0: the input again
+    playwright.expect(card.locator(".strength-value")).to_have_text("0.00")
+    page.wait_for_function("img => img.complete", arg=after_img.element_handle())
+    assert abs(after_img.evaluate(mean_after) - before_img.evaluate(mean_after)) < 0.5
+    with page.expect_download() as info:  # the full-size file at S = 0, recomposed by the server
+        card.locator("a.download").click()
+    zero = tmp_path / "zero" / info.value.suggested_filename
+    info.value.save_as(zero)
+    assert (read_image(zero).rgb - original.rgb).abs().mean() < 0.01
+    assert posts == []  # no request reran the network
+    page.keyboard.press("End")
+    slider.evaluate("el => { el.value = '1'; el.dispatchEvent(new Event('input')); }")
+
     # 2. drag the split from the middle to about a quarter of the width
     assert _split_percent(card) == pytest.approx(50.0)
     box = card.locator(".compare").bounding_box()
