@@ -26,15 +26,14 @@ def default_method() -> str:
 
 
 def _resolve_model(method: str, airlight: str | None) -> nn.Module:
-    options = {}
-    if airlight is not None:
-        if airlight not in AIRLIGHT_METHODS:
-            raise ValueError(f"unknown airlight method {airlight!r}; choose one of {AIRLIGHT_METHODS}")
-        options["airlight"] = airlight
+    if airlight is not None and airlight not in AIRLIGHT_METHODS:
+        raise ValueError(f"unknown airlight method {airlight!r}; choose one of {AIRLIGHT_METHODS}")
     path = Path(method)
     if method not in models.MODELS and (path.suffix in {".safetensors", ".pt", ".pth"}):
-        return models.load_file(path, **options)
-    return models.load(method, **options)
+        model = models.load_file(path)
+    else:
+        model = models.load(method)
+    return model if airlight is None else models.override_airlight(model, airlight, method)
 
 
 class Dehazer:
@@ -43,13 +42,13 @@ class Dehazer:
     Args:
         method: a registry name (``"dcp"``, ``"guided-pix2pix"``, ...) or a weights file written by
             ``hazefree train``; ``None`` for :func:`default_method`.
-        airlight: override the model's airlight estimator (``"max_luma"`` or ``"dark_channel"``).
+        airlight: override the model's airlight estimator (``"max_luma"``, ``"dark_channel"`` or
+            ``"dark_channel_brightest"``): A is that estimator's, a learned airlight head or floor
+            bypassed (:func:`hazefree.models.override_airlight`); ValueError for a method without
+            an airlight (AOD-Net, MSBDN, FFA-Net, GridDehazeNet).
         device: torch device to run on.
         post: optional post-processing of the result, ``"rescale"`` or ``"retinex"`` (Ma et al.
             2021, GP2P-Rescale / GP2P-Retinex; see :mod:`hazefree.postprocess`).
-        strength: S >= 0, the method's optical depth scaled: t' = t^S (:mod:`hazefree.strength`);
-            1 (default) is the method's own result, 0 the input, above 1 removes more. Methods
-            without t and A refuse any other value (ValueError naming the method).
     """
 
     def __init__(
@@ -58,18 +57,14 @@ class Dehazer:
         airlight: str | None = None,
         device: str = "cpu",
         post: str | None = None,
-        strength: float = 1.0,
     ):
         from .postprocess import get_post
-        from .strength import check_strength, strength_t_min
 
         self.post = post
         self._post = get_post(post)  # unknown names fail here, before the model is loaded
-        self.strength = check_strength(strength)
         self.method = method or default_method()
         self.device = torch.device(device)
         self.model = _resolve_model(self.method, airlight).to(self.device).eval()
-        self.t_min = None if self.strength == 1.0 else strength_t_min(self.model, self.method)
 
     @torch.inference_mode()
     def __call__(self, image: Tensor) -> DehazeOutput:
@@ -78,12 +73,7 @@ class Dehazer:
         if squeeze:
             image = image.unsqueeze(0)
         check_image(image, "image")
-        image = image.to(self.device, torch.float32)
-        out = self.model(image)
-        if self.strength != 1.0:  # S = 1 keeps the method's own result, bit for bit
-            from .strength import recompose
-
-            out = out._replace(clear=recompose(image, out.transmission, out.airlight, self.t_min, self.strength))
+        out = self.model(image.to(self.device, torch.float32))
         if not all(math.isfinite(v.item()) for v in torch.aminmax(out.clear)):  # one pass, no mask
             raise RuntimeError(f"method {self.method!r} produced non-finite pixels")
         if self._post is not None:
@@ -98,11 +88,9 @@ def dehaze(
     method: str | None = None,
     airlight: str | None = None,
     post: str | None = None,
-    strength: float = 1.0,
 ) -> DehazeOutput:
-    """Dehaze one image (a tensor in [0, 1], or an image file) with ``method`` at ``strength``
-    (see :class:`Dehazer`), then optionally post-process it (``post="rescale"`` or ``"retinex"``,
-    see :mod:`hazefree.postprocess`).
+    """Dehaze one image (a tensor in [0, 1], or an image file) with ``method``, then optionally
+    post-process it (``post="rescale"`` or ``"retinex"``, see :mod:`hazefree.postprocess`).
 
     Returns:
         :class:`DehazeOutput` with ``clear`` (same layout as the input tensor; 1 x 3 x H x W for a
@@ -117,4 +105,4 @@ def dehaze(
         from .io import read_image
 
         image = read_image(image).rgb
-    return Dehazer(method, airlight, post=post, strength=strength)(image)
+    return Dehazer(method, airlight, post=post)(image)

@@ -27,16 +27,18 @@ import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .frontend import NO_TRANSMISSION as _NO_TRANSMISSION
+from .frontend import UsageError
+from .frontend import failure as _failure
+from .frontend import load_dehazer as _load_dehazer
+from .frontend import message as _message
+from .frontend import report as _report
 from .pipeline import Job as _Job
 
 __all__ = ["main", "build_parser"]
 
 # Exit statuses: 0 all done, 1 some files failed, 2 bad usage (nothing or not everything attempted).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(ValueError):
-    """The command cannot run as given (reported as one line, exit status 2)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,13 +100,6 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _message(exc: BaseException) -> str:
-    """One line from an exception (a KeyError's str() would add quotes)."""
-    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    lines = str(text).strip().splitlines()
-    return " ".join(line.strip() for line in lines) if lines else type(exc).__name__
-
-
 # ---------------------------------------------------------------------------------------- dehaze
 
 
@@ -132,20 +127,17 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
         help="model name (see `hazefree models`) or a weights file (.safetensors, .pt, .pth); "
         "default: the shipped learned model, or dcp when none is shipped",
     )
-    p.add_argument("--airlight", choices=AIRLIGHT_METHODS, help="override the method's airlight estimator")
+    p.add_argument(
+        "--airlight",
+        choices=AIRLIGHT_METHODS,
+        help="override the method's airlight estimator: A is this estimator's, a learned airlight head "
+        "bypassed (refused for methods without an airlight, e.g. aod-net)",
+    )
     p.add_argument(
         "--post",
         choices=("rescale", "retinex"),
         help="post-process results as in Guided-Pix2Pix (Ma et al. 2021): rescale = per-image min-max "
         "stretch (GP2P-Rescale), retinex = multi-scale Retinex, eqs. 47-50 (GP2P-Retinex)",
-    )
-    p.add_argument(
-        "--strength",
-        type=_strength,
-        default=1.0,
-        metavar="S",
-        help="scale the haze's optical depth, t' = t^S: 1 (default) the method's own result, 0 the input, "
-        "above 1 removes more; for methods with a transmission and airlight (dcp, guided-pix2pix, dehazenet)",
     )
     p.add_argument(
         "--save-transmission",
@@ -204,15 +196,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _strength(text: str) -> float:
-    from .strength import StrengthError, check_strength
-
-    try:
-        return check_strength(float(text))
-    except (ValueError, StrengthError):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}") from None
-
-
 def _non_negative_int(text: str) -> int:
     try:
         value = float(text.replace("_", "").replace(",", ""))
@@ -231,7 +214,7 @@ def _run_dehaze(args: argparse.Namespace) -> int:
         raise UsageError(f"--suffix {args.suffix!r}: must not contain a path separator")
 
     # The method first, so that a bad --method is reported before anything else.
-    dehazer = _load_dehazer(args.method, args.airlight, args.post, getattr(args, "strength", 1.0))
+    dehazer = _load_dehazer(args.method, args.airlight, args.post)
     default_note = "" if args.method else " (default)"
     post_note = f", post-processing: {args.post}" if args.post else ""
     print(f"method: {dehazer.method}{default_note}{post_note}", flush=True)
@@ -278,9 +261,6 @@ def _plan_jobs(args: argparse.Namespace, out_dir: Path) -> tuple[list[_Job], int
     return jobs, failed
 
 
-_NO_TRANSMISSION = "note: method {method!r} has no transmission map; nothing saved for --save-transmission"
-
-
 def _process(jobs: list[_Job], dehazer, args: argparse.Namespace) -> tuple[int, int]:
     """Dehaze every job, reporting each failure on one line; return (done, failed)."""
     from tqdm import tqdm
@@ -310,18 +290,6 @@ def _process(jobs: list[_Job], dehazer, args: argparse.Namespace) -> tuple[int, 
     if no_transmission:
         _report(_NO_TRANSMISSION.format(method=dehazer.method))
     return done, failed
-
-
-def _failure(job: _Job, exc: Exception) -> str:
-    """The one-line report of a file whose processing raised ``exc``."""
-    from .io import ImageReadError
-
-    if isinstance(exc, ImageReadError):
-        return f"error: {exc}"
-    if isinstance(exc, OSError) and exc.filename is not None:
-        return f"error: {job.source}: cannot write {exc.filename}: {exc.strerror or _message(exc)}"
-    problem = "not enough memory" if isinstance(exc, MemoryError) else _message(exc)
-    return f"error: {job.source}: {problem}"
 
 
 def _check_plan(jobs: list[_Job], args: argparse.Namespace) -> None:
@@ -374,28 +342,6 @@ def _nested_output(out_dir: Path, given: Path) -> list[Path]:
         return []
     out, root = out_dir.resolve(), given.resolve()
     return [out_dir] if out != root and out.is_relative_to(root) else []
-
-
-def _load_dehazer(method: str | None, airlight: str | None, post: str | None = None, strength: float = 1.0):
-    from . import models
-    from .api import Dehazer
-
-    try:
-        return Dehazer(method, airlight, post=post, strength=strength)
-    except KeyError:
-        if method is None or Path(method).suffix in {".safetensors", ".pt", ".pth"}:
-            raise  # a weights file naming an unknown model: the registry's message says so
-        raise UsageError(
-            f"unknown method {method!r}; available: {', '.join(models.available())}, "
-            "or a weights file (.safetensors, .pt, .pth)"
-        ) from None
-
-
-def _report(line: str) -> None:
-    """Print a line to stderr without breaking a running progress bar."""
-    from tqdm import tqdm
-
-    tqdm.write(line, file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------- models

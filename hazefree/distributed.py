@@ -48,7 +48,6 @@ class _Settings(NamedTuple):
     tile: int | None  # --tile (None: chosen from each image's size)
     debug: bool
     cwd: str  # the driver's working folder, for relative paths
-    strength: float = 1.0  # --strength
 
 
 class _Outcome(NamedTuple):
@@ -58,15 +57,15 @@ class _Outcome(NamedTuple):
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_dehazer(method: str | None, airlight: str | None, post: str | None, strength: float = 1.0):
-    from .cli import _load_dehazer
+def _cached_dehazer(method: str | None, airlight: str | None, post: str | None):
+    from .frontend import load_dehazer
 
-    return _load_dehazer(method, airlight, post, strength)
+    return load_dehazer(method, airlight, post)
 
 
 def _run_job(job, settings: _Settings) -> _Outcome:
     """One file, in a Ray worker: the single-machine command's per-file function and messages."""
-    from .cli import _failure
+    from .frontend import failure
     from .pipeline import FileOptions, dehaze_file
 
     # Relative paths mean what they meant to the driver (the same folder on shared storage).
@@ -74,14 +73,14 @@ def _run_job(job, settings: _Settings) -> _Outcome:
         os.chdir(settings.cwd)
     lines: list[str] = []
     try:
-        dehazer = _cached_dehazer(settings.method, settings.airlight, settings.post, settings.strength)
+        dehazer = _cached_dehazer(settings.method, settings.airlight, settings.post)
         result = dehaze_file(dehazer, job, FileOptions(settings.max_pixels, settings.tile))
         lines += [f"warning: {text}" for text in result.warnings]
         return _Outcome(True, result.has_transmission, lines)
     except Exception as exc:  # reported by the driver; the job goes on
         if settings.debug:
             lines.append(traceback.format_exc().rstrip())
-        lines.append(_failure(job, exc))
+        lines.append(failure(job, exc))
         return _Outcome(False, False, lines)
 
 
@@ -89,7 +88,7 @@ def _connect(ray: Any, address: str) -> bool:
     """Connect to ``address`` or start a local instance; True if this call started Ray."""
     import logging
 
-    from .cli import UsageError
+    from .frontend import UsageError
 
     if ray.is_initialized():
         return False
@@ -107,7 +106,7 @@ def _connect(ray: Any, address: str) -> bool:
 
 
 def _import_ray():
-    from .cli import UsageError
+    from .frontend import UsageError
 
     try:
         import ray
@@ -124,7 +123,7 @@ def process_on_ray(jobs: list, dehazer, args: argparse.Namespace) -> tuple[int, 
     """
     from tqdm import tqdm
 
-    from .cli import _NO_TRANSMISSION, UsageError, _report
+    from .frontend import NO_TRANSMISSION, UsageError, report
 
     if args.ray and os.path.exists(args.ray):
         # `--ray photos/ more/ -o out` takes photos/ as the address (an optional option value)
@@ -139,7 +138,7 @@ def process_on_ray(jobs: list, dehazer, args: argparse.Namespace) -> tuple[int, 
         method = str(Path(method).resolve())  # a weights file, found by the workers on shared storage
     settings = _Settings(
         method, args.airlight, dehazer.post, args.max_pixels or None, getattr(args, "tile", None),
-        getattr(args, "debug", False), os.getcwd(), dehazer.strength
+        getattr(args, "debug", False), os.getcwd()
     )
     started = _connect(ray, args.ray)
     try:
@@ -164,7 +163,7 @@ def process_on_ray(jobs: list, dehazer, args: argparse.Namespace) -> tuple[int, 
             except Exception as exc:  # the task itself failed (worker lost twice, ...)
                 outcome = _Outcome(False, False, [f"error: {job.source}: Ray task failed: {type(exc).__name__}"])
             for line in outcome.lines:
-                _report(line)
+                report(line)
             done += outcome.ok
             failed += not outcome.ok
             no_transmission |= outcome.ok and job.transmission is not None and not outcome.has_transmission
@@ -174,5 +173,5 @@ def process_on_ray(jobs: list, dehazer, args: argparse.Namespace) -> tuple[int, 
         if started:
             ray.shutdown()
     if no_transmission:
-        _report(_NO_TRANSMISSION.format(method=dehazer.method))
+        report(NO_TRANSMISSION.format(method=dehazer.method))
     return done, failed

@@ -58,6 +58,7 @@ __all__ = [
     "count_parameters",
     "has_pretrained",
     "pretrained",
+    "override_airlight",
     "MODELS",
 ]
 
@@ -202,3 +203,33 @@ def load_file(path: str | Path, *, model: str | None = None, **options: Any) -> 
     net = _build(name, {**recorded, **options})
     _weights.load_state_strict(net, state, path)
     return net.eval()
+
+
+def _estimator(net: nn.Module) -> str | None:
+    """The name of the airlight estimator ``net`` runs, None for a model without an airlight."""
+    name = getattr(_inner(net), "airlight", None)
+    return name if isinstance(name, str) else None
+
+
+def override_airlight(net: nn.Module, airlight: str, method: str) -> nn.Module:
+    """Make ``net`` (model ``method``) use the estimator ``airlight`` for A, in place; returns ``net``.
+
+    A is then exactly that estimator's: a learned airlight head (Guided-Pix2Pix's
+    :class:`~hazefree.models.guided_pix2pix.AirlightHead`) and an airlight floor, which would
+    otherwise correct or raise it, are bypassed. A model without an airlight (it maps hazy to clear
+    directly, e.g. AOD-Net) raises ValueError saying so.
+    """
+    if _estimator(net) is None:
+        with torch.device("meta"):  # which models take an estimator, without allocating any of them
+            takers = [name for name in available() if _estimator(MODELS.build(name)) is not None]
+        raise ValueError(
+            f"method {method!r} has no airlight estimator to override: it maps a hazy image to a clear one "
+            f"without an airlight A; --airlight applies to {', '.join(takers)}"
+        )
+    inner = _inner(net)
+    inner.airlight = airlight
+    if getattr(inner, "airlight_head", None) is not None:
+        inner.airlight_head = None
+    if getattr(inner, "airlight_floor", None) is not None:
+        inner.airlight_floor = None
+    return net

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from ..data import source_draw_weights
 from ..models.weights import atomic_write, load_state_strict, load_weights
 from .config import TrainConfig, write_config
+from .model import build_model, save_best
 from .objectives import airlight_error, make_optimizer, make_scheduler, per_sample_loss
-from .trainer import build_model, save_best
 from .validation import load_training_data, validate_run
 
 # Pixels sampled per training image: enough for a per-image mean error, small enough to hold

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import sys
+import warnings
 
 import torch
 
@@ -32,6 +35,12 @@ def add_train_parser(subparsers) -> None:
                    help="override any config value, e.g. --set optim.lr=2e-4 (repeatable)")
     p.add_argument("--ddu", type=int, metavar="S", help="wrap the model in the DDU down-up module: it runs at 1/S size")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-size-mismatch", action="store_true",
+                   help="centre-crop pairs whose hazy and clear sizes differ by more than a border of "
+                        "hazefree.data.MAX_CROP_BORDER px per side (default: refuse them; data.allow_size_mismatch)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out unreadable or truncated images, naming each and how many remain "
+                        "(default: stop at the first; data.skip_bad)")
     b = p.add_argument_group("BILD", "bi-level patch reweighting (docs/bild.md); also the config's bild: section")
     b.add_argument("--bild", action="store_true", help="train with BILD's patch reweighting")
     b.add_argument("--bild-alpha", type=float, metavar="A",
@@ -49,8 +58,10 @@ def add_train_parser(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
-    if args.bild:
-        overrides.append("bild.enabled=true")
+    for flag, key in ((args.bild, "bild.enabled"), (args.allow_size_mismatch, "data.allow_size_mismatch"),
+                      (args.skip_bad, "data.skip_bad")):
+        if flag:
+            overrides.append(f"{key}=true")
     for key, value in (("steps", args.steps), ("out", args.out), ("bild.alpha", args.bild_alpha),
                        ("data.val_fraction", args.val_fraction), ("ddu", args.ddu)):
         if value is not None:
@@ -60,7 +71,21 @@ def run_train(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={json.dumps(value)}")
     if args.model not in models.MODELS:
         raise ValueError(f"unknown model {args.model!r}; available: {', '.join(models.available())}")
-    cfg = load_config(args.config, args.model, overrides)
+    cfg = load_config(args.config, args.model, overrides)  # checks every key before any data is read
+    with _warnings_as_lines():
+        return _run(args, cfg)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Show warnings (a skipped file, a cropped pair) as ``warning: <message>`` lines on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda message, *_args, **_kw: print(f"warning: {message}", file=sys.stderr)
+        yield
+
+
+def _run(args: argparse.Namespace, cfg) -> int:
     if args.validate is not None:
         # the same held-out images and metric that chose each run's best.safetensors, so weights
         # from different runs or stages can be compared on one split

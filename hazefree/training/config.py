@@ -252,7 +252,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "optim.schedule": (lambda v: v in ("step", "cosine", "constant"), "step, cosine or constant"),
     "optim.lr_decay": (lambda v: 0 < v <= 1, "in (0, 1]"), "optim.lr_decay_every": _POSITIVE,
     "optim.grad_clip": _POSITIVE,
-    "bild.alpha": _POSITIVE, "bild.width": _POSITIVE, "bild.lr": _POSITIVE, "bild.val_batch": _POSITIVE,
+    "bild.alpha": _NON_NEGATIVE, "bild.width": _POSITIVE, "bild.lr": _POSITIVE, "bild.val_batch": _POSITIVE,
     "bild.weights_every": _POSITIVE, "bild.input": (lambda v: v in ("pair", "hazy"), "pair or hazy"),
 }
 
@@ -288,8 +288,9 @@ def _is_number(v) -> bool:
 
 def _problem(key: str, value, default) -> str | None:
     """Why ``value`` is not allowed at ``key`` (None: it is)."""
+    # a number where the default is one ({source: number} mappings where the key's rule takes them)
     if _is_number(default) and not _is_number(value) and not (isinstance(value, dict) and key in _RULES):
-        return f"must be a number, got {value!r}"  # a {source: number} mapping where its rule allows one
+        return f"must be a number, got {value!r}"
     if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and value != int(value):
         return f"must be a whole number, got {value!r}"
     if isinstance(default, tuple):

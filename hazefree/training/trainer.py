@@ -3,7 +3,6 @@ resume, weight average, tqdm and TensorBoard, DDP under ``torchrun``."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -15,11 +14,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .. import models
 from ..data import CropSampler, PairBank, find_pairs, source_labels
 from ..models.weights import CheckpointError, atomic_write, load_state_strict, load_weights, save_weights
 from .bild import Bild
 from .config import TrainConfig, write_config
+from .model import build_model, save_best
 from .objectives import Objective, Pix2PixObjective, SupervisedObjective, make_scheduler
 from .validation import load_training_data, validate_run
 
@@ -30,29 +29,18 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
-    """The network a run trains: the registry model with the config's options."""
-    return models.create(cfg.model, **{"ddu": cfg.ddu, **cfg.model_options})
-
-
 def bild_validation_batches(cfg: TrainConfig, bank: PairBank, val_idx: list[int]) -> CropSampler:
     """D_v for BILD's outer objective: crops of ``bild.val_data``'s pairs, else of the run's
     validation split (whole scenes held out of training). Batch k depends on (seed, k, rank) only."""
     b = cfg.bild
     if b.val_data is not None:
-        bank = PairBank(find_pairs(b.val_data, cfg.data.pair_pattern).pairs, max_side=cfg.data.max_side)
+        bank = PairBank(find_pairs(b.val_data, cfg.data.pair_pattern).pairs, max_side=cfg.data.max_side,
+                        allow_size_mismatch=cfg.data.allow_size_mismatch, skip_bad=cfg.data.skip_bad)
         val_idx = list(range(len(bank)))
     elif not val_idx:
         raise ValueError("BILD needs validation pairs: set data.val_fraction > 0 (--val-fraction) or --val-data DIR")
     return CropSampler(bank, val_idx, cfg.data.crop, b.val_batch or cfg.batch_size, cfg.seed + 1,
                        tuple(cfg.data.scale_range))
-
-
-def save_best(out: Path, model: nn.Module, cfg: TrainConfig, step: int, metrics: dict[str, float]) -> None:
-    """Write a run's ``best.safetensors`` (the metrics in its metadata) and ``best.json``."""
-    save_weights(model, out / "best.safetensors", model_name=cfg.model, options=cfg.model_options,
-                 extra={"step": str(step), **{k: f"{v:.4f}" for k, v in metrics.items()}})
-    atomic_write(out / "best.json", lambda tmp: Path(tmp).write_text(json.dumps({"step": step, **metrics}, indent=2)))
 
 
 class Trainer:
@@ -306,7 +294,10 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, float]:
-    """Run a training job; under ``torchrun`` it joins the process group (gloo on CPU, NCCL on GPU)."""
+    """Run a training job; under ``torchrun`` it joins the process group (gloo on CPU, NCCL on GPU).
+
+    The config is checked first (:meth:`TrainConfig.validate`), before any data is read."""
+    cfg.validate()
     if cfg.objective == "airlight_head":  # minutes on cached whole images: no checkpoints, no process group
         from .airlight import fit_airlight_head
 
