@@ -49,6 +49,9 @@ class Dehazer:
         device: torch device to run on.
         post: optional post-processing of the result, ``"rescale"`` or ``"retinex"`` (Ma et al.
             2021, GP2P-Rescale / GP2P-Retinex; see :mod:`hazefree.postprocess`).
+        strength: S >= 0, the method's optical depth scaled: t' = t^S (:mod:`hazefree.strength`);
+            1 (default) is the method's own result, 0 the input, above 1 removes more. Methods
+            without t and A refuse any other value (ValueError naming the method).
     """
 
     def __init__(
@@ -57,14 +60,18 @@ class Dehazer:
         airlight: str | None = None,
         device: str = "cpu",
         post: str | None = None,
+        strength: float = 1.0,
     ):
         from .postprocess import get_post
+        from .strength import check_strength, strength_t_min
 
         self.post = post
         self._post = get_post(post)  # unknown names fail here, before the model is loaded
+        self.strength = check_strength(strength)
         self.method = method or default_method()
         self.device = torch.device(device)
         self.model = _resolve_model(self.method, airlight).to(self.device).eval()
+        self.t_min = None if self.strength == 1.0 else strength_t_min(self.model, self.method)
 
     @torch.inference_mode()
     def __call__(self, image: Tensor) -> DehazeOutput:
@@ -73,7 +80,12 @@ class Dehazer:
         if squeeze:
             image = image.unsqueeze(0)
         check_image(image, "image")
-        out = self.model(image.to(self.device, torch.float32))
+        image = image.to(self.device, torch.float32)
+        out = self.model(image)
+        if self.strength != 1.0:  # S = 1 keeps the method's own result, bit for bit
+            from .strength import recompose
+
+            out = out._replace(clear=recompose(image, out.transmission, out.airlight, self.t_min, self.strength))
         if not all(math.isfinite(v.item()) for v in torch.aminmax(out.clear)):  # one pass, no mask
             raise RuntimeError(f"method {self.method!r} produced non-finite pixels")
         if self._post is not None:
@@ -88,9 +100,11 @@ def dehaze(
     method: str | None = None,
     airlight: str | None = None,
     post: str | None = None,
+    strength: float = 1.0,
 ) -> DehazeOutput:
-    """Dehaze one image (a tensor in [0, 1], or an image file) with ``method``, then optionally
-    post-process it (``post="rescale"`` or ``"retinex"``, see :mod:`hazefree.postprocess`).
+    """Dehaze one image (a tensor in [0, 1], or an image file) with ``method`` at ``strength``
+    (see :class:`Dehazer`), then optionally post-process it (``post="rescale"`` or ``"retinex"``,
+    see :mod:`hazefree.postprocess`).
 
     Returns:
         :class:`DehazeOutput` with ``clear`` (same layout as the input tensor; 1 x 3 x H x W for a
@@ -105,4 +119,4 @@ def dehaze(
         from .io import read_image
 
         image = read_image(image).rgb
-    return Dehazer(method, airlight, post=post)(image)
+    return Dehazer(method, airlight, post=post, strength=strength)(image)

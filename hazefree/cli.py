@@ -140,6 +140,14 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
         "stretch (GP2P-Rescale), retinex = multi-scale Retinex, eqs. 47-50 (GP2P-Retinex)",
     )
     p.add_argument(
+        "--strength",
+        type=_strength,
+        default=1.0,
+        metavar="S",
+        help="scale the haze's optical depth, t' = t^S: 1 (default) the method's own result, 0 the input, "
+        "above 1 removes more; for methods with a transmission and airlight (dcp, guided-pix2pix, dehazenet)",
+    )
+    p.add_argument(
         "--save-transmission",
         action="store_true",
         help="also write <stem>_transmission.png (16-bit gray) beside each output",
@@ -196,6 +204,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _strength(text: str) -> float:
+    from .strength import StrengthError, check_strength
+
+    try:
+        return check_strength(float(text))
+    except (ValueError, StrengthError):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}") from None
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = float(text.replace("_", "").replace(",", ""))
@@ -214,7 +231,7 @@ def _run_dehaze(args: argparse.Namespace) -> int:
         raise UsageError(f"--suffix {args.suffix!r}: must not contain a path separator")
 
     # The method first, so that a bad --method is reported before anything else.
-    dehazer = _load_dehazer(args.method, args.airlight, args.post)
+    dehazer = _load_dehazer(args.method, args.airlight, args.post, getattr(args, "strength", 1.0))
     default_note = "" if args.method else " (default)"
     post_note = f", post-processing: {args.post}" if args.post else ""
     print(f"method: {dehazer.method}{default_note}{post_note}", flush=True)

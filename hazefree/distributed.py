@@ -48,6 +48,7 @@ class _Settings(NamedTuple):
     tile: int | None  # --tile (None: chosen from each image's size)
     debug: bool
     cwd: str  # the driver's working folder, for relative paths
+    strength: float = 1.0  # --strength
 
 
 class _Outcome(NamedTuple):
@@ -57,10 +58,10 @@ class _Outcome(NamedTuple):
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_dehazer(method: str | None, airlight: str | None, post: str | None):
+def _cached_dehazer(method: str | None, airlight: str | None, post: str | None, strength: float = 1.0):
     from .frontend import load_dehazer
 
-    return load_dehazer(method, airlight, post)
+    return load_dehazer(method, airlight, post, strength)
 
 
 def _run_job(job, settings: _Settings) -> _Outcome:
@@ -73,7 +74,7 @@ def _run_job(job, settings: _Settings) -> _Outcome:
         os.chdir(settings.cwd)
     lines: list[str] = []
     try:
-        dehazer = _cached_dehazer(settings.method, settings.airlight, settings.post)
+        dehazer = _cached_dehazer(settings.method, settings.airlight, settings.post, settings.strength)
         result = dehaze_file(dehazer, job, FileOptions(settings.max_pixels, settings.tile))
         lines += [f"warning: {text}" for text in result.warnings]
         return _Outcome(True, result.has_transmission, lines)
@@ -138,7 +139,7 @@ def process_on_ray(jobs: list, dehazer, args: argparse.Namespace) -> tuple[int, 
         method = str(Path(method).resolve())  # a weights file, found by the workers on shared storage
     settings = _Settings(
         method, args.airlight, dehazer.post, args.max_pixels or None, getattr(args, "tile", None),
-        getattr(args, "debug", False), os.getcwd()
+        getattr(args, "debug", False), os.getcwd(), dehazer.strength
     )
     started = _connect(ray, args.ray)
     try:

@@ -21,6 +21,7 @@ importing this module needs neither (install them with ``pip install "hazefree[w
 
 import atexit
 import contextlib
+import json
 import re
 import secrets
 import shutil
@@ -162,13 +163,15 @@ def dehaze_upload(folder: Path, name: str, method: str, dehazer, config: ServeCo
     from ..pipeline import FileOptions, Job, dehaze_file
     from ..evaluation import haze_density
     from ..io import ImageReadError, output_path_for, read_image, transmission_path_for, write_image
+    from ..strength import AirlightRecorder, StrengthError, strength_t_min
 
     source = folder / "in" / name
     output = output_path_for(source, source.parent, folder / "out", "_dehazed")
     job = Job(source, output, transmission_path_for(output))
+    recorder = AirlightRecorder(dehazer)  # A, for the strength slider (hazefree.strength)
     try:
         # The command line's own path for one file: same checks, same writing.
-        result = dehaze_file(dehazer, job, FileOptions(max_pixels=config.max_pixels or None))
+        result = dehaze_file(recorder, job, FileOptions(max_pixels=config.max_pixels or None))
         has_t = result.has_transmission
         # the input again, for the previews: its warnings are the pipeline's, already in `result`
         before = read_image(source, max_pixels=None, warn=lambda _text: None)
@@ -195,6 +198,17 @@ def dehaze_upload(folder: Path, name: str, method: str, dehazer, config: ServeCo
         path = folder / "preview" / "transmission.png"
         write_image(path, _preview(t, config.preview_side), gray=True)
         files["transmission"] = (path, None)
+    # What the page needs to recompose the result at another strength without the model: the
+    # airlight and t_min, when the method has t and A (a tiled upload records no A: no slider).
+    strength = None
+    if has_t and recorder.airlight is not None:
+        try:
+            strength = {"airlight": recorder.airlight.flatten().tolist(), "t_min": strength_t_min(dehazer.model, method)}
+            (folder / "strength.json").write_text(json.dumps(strength))
+            for kind, path in (("source", source), ("t16", job.transmission), ("strength", folder / "strength.json")):
+                files[kind] = (path, None)
+        except StrengthError:
+            pass
     height, width = before.size
     return {
         "name": name,
@@ -210,6 +224,7 @@ def dehaze_upload(folder: Path, name: str, method: str, dehazer, config: ServeCo
         # the pipeline's warnings about the input (e.g. only a GIF's first frame used), naming the
         # upload rather than the server's temporary copy
         "warnings": [text.replace(str(source), name) for text in result.warnings],
+        "strength": strength,
         "files": files,
     }
 
@@ -304,16 +319,42 @@ def create_app(config: ServeConfig | None = None):
         return answer
 
     @app.get("/api/results/{token}/{kind}")
-    def result_file(token: str, kind: str):
-        found = state["workspace"].lookup(token, kind)
+    def result_file(token: str, kind: str, strength: float = 1.0):
+        workspace = state["workspace"]
+        found = workspace.lookup(token, kind)
         if found is None:
             return error("no such result (results are kept only while the server runs)", 404)
         path, download = found
+        if kind == "download" and strength != 1.0:  # recomposed from the saved t and A, no model run
+            try:
+                path = recompose_download(workspace, token, path, strength)
+            except ValueError as exc:
+                return error(str(exc))
         if download is None:
             return FileResponse(path, headers={"Cache-Control": "no-store"})
         return FileResponse(path, filename=download)
 
     return app
+
+
+def recompose_download(workspace: "_Workspace", token: str, output: Path, strength: float) -> Path:
+    """The full-size result of upload ``token`` at ``strength`` (:func:`hazefree.strength.recompose_file`
+    from its input, its 16-bit transmission and the airlight the page was given); ValueError if the
+    result cannot take a strength."""
+    from ..strength import check_strength, recompose_file
+
+    strength = check_strength(strength)
+    source, t16 = workspace.lookup(token, "source"), workspace.lookup(token, "t16")
+    info = workspace.lookup(token, "strength")
+    if source is None or t16 is None or info is None:
+        raise ValueError(f"{output.name}: this method cannot take a strength")
+    import torch
+
+    target = output.parent / f"strength-{strength:g}" / output.name
+    if not target.exists():
+        recompose = json.loads(info[0].read_text())
+        recompose_file(source[0], t16[0], torch.tensor(recompose["airlight"]), recompose["t_min"], strength, target)
+    return target
 
 
 async def _discard(chunks) -> None:

@@ -66,8 +66,68 @@ function show(card, answer) {
   link.href = urls.download;
   link.download = answer.download_name;
   link.textContent = `Download ${answer.download_name} (full size)`;
+  if (answer.strength) {
+    setUpStrength(card, answer);
+  }
   card.querySelector(".status").textContent = "done";
   card.querySelector(".body").hidden = false;
+}
+
+function pixelsOf(img) {
+  const canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  const context = canvas.getContext("2d");
+  context.drawImage(img, 0, 0);
+  return context.getImageData(0, 0, canvas.width, canvas.height);
+}
+
+function loaded(img) {
+  return img.complete && img.naturalWidth > 0 ? Promise.resolve() : img.decode();
+}
+
+// The strength slider recomposes the preview in the page (hazefree/strength.py, same formula):
+// t' = max(max(t, t_min)^S, t_min), J = (I - A) / t' + A, from the before preview, the
+// transmission preview and the airlight: the model is not run again. S = 1 shows the server's
+// own result; the download link asks the server to recompose the full-size file the same way.
+async function setUpStrength(card, answer) {
+  const slider = card.querySelector(".strength");
+  const shown = card.querySelector(".strength-value");
+  const after = card.querySelector(".after");
+  const link = card.querySelector(".download");
+  const before = card.querySelector(".before");
+  const tImage = card.querySelector(".transmission");
+  await Promise.all([loaded(before), loaded(tImage)]);
+  const hazy = pixelsOf(before);
+  const trans = pixelsOf(tImage).data;
+  const out = new ImageData(hazy.width, hazy.height);
+  const canvas = document.createElement("canvas");
+  canvas.width = hazy.width;
+  canvas.height = hazy.height;
+  const a = answer.strength.airlight.map((v) => v * 255);
+  const tMin = answer.strength.t_min;
+  const render = () => {
+    const s = Number(slider.value);
+    shown.textContent = s.toFixed(2);
+    link.href = s === 1 ? answer.urls.download : `${answer.urls.download}?strength=${s}`;
+    if (s === 1) {
+      after.src = answer.urls.after;
+      return;
+    }
+    const src = hazy.data;
+    const dst = out.data;
+    for (let i = 0; i < src.length; i += 4) {
+      const t = Math.max(Math.pow(Math.max(trans[i] / 255, tMin), s), tMin);
+      for (let c = 0; c < 3; c++) {
+        dst[i + c] = (src[i + c] - a[c]) / t + a[c];  // Uint8ClampedArray clips and rounds
+      }
+      dst[i + 3] = src[i + 3];
+    }
+    canvas.getContext("2d").putImageData(out, 0, 0);
+    after.src = canvas.toDataURL("image/png");
+  };
+  slider.addEventListener("input", render);
+  card.querySelector(".strength-control").hidden = false;
 }
 
 async function dehaze(file, method, card) {
