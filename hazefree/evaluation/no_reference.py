@@ -1,0 +1,59 @@
+"""No-reference measures of an output or a hazy photo, for images without ground truth."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..physics import airlight_dark_channel, check_image, dark_channel
+
+
+HAZE_DENSITY_DESCRIPTION = (
+    "haze density = mean over the image of the dark channel of I / A (He et al. 2009, eq. 11 with "
+    "omega = 1: the dark-channel estimate of the haze opacity 1 - t; A by the dark-channel rule), "
+    "15 x 15 patch at a long side of at most 512 px; 0 = no haze by the prior, lower is clearer"
+)
+
+
+def haze_density(image: Tensor, patch_size: int = 15, max_side: int = 512) -> Tensor:
+    """No-reference haze measure: the mean dark channel of ``I / A`` (lower = less haze).
+
+    Why this measure: by the dark channel prior (He et al., CVPR 2009) a haze-free outdoor image has
+    a dark channel near 0 almost everywhere, and for a hazy image ``I = J t + A (1 - t)`` it gives
+    ``dark(I / A) = 1 - t`` (He et al. eq. 11 with omega = 1). Its mean is therefore an estimate of
+    the average haze opacity, in [0, 1], from the photo alone. Dividing by the airlight ``A``
+    (estimated on the same image) makes it invariant to exposure: darkening an image, which lowers
+    a raw mean dark channel, does not count as dehazing. A contrast-gain measure was the other
+    candidate; it needs the input to compare with and rewards over-enhancement and noise, whereas
+    this is a property of one image and is computed the same way for input and output.
+
+    Limits: bright objects and sky read as haze (the prior does not hold there), so compare an
+    output with its own input rather than different photos; it is blind to colour casts and
+    artefacts and favours DCP, whose output it is built to minimise. The image is first reduced
+    (area averaging) to a long side of at most ``max_side`` px so that the 15 x 15 patch covers a
+    similar part of the scene at any resolution.
+
+    Args:
+        image: N x 3 x H x W float tensor in [0, 1].
+        patch_size: dark-channel window (odd; He et al. use 15).
+        max_side: long side the image is reduced to before measuring (never enlarged).
+
+    Returns:
+        float64 tensor of shape N, values in [0, 1].
+
+    Example:
+        >>> clear = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.6
+        >>> hazy = clear * 0.4 + 0.9 * 0.6                       # t = 0.4, A = 0.9
+        >>> bool(haze_density(hazy) > haze_density(clear))
+        True
+    """
+    check_image(image, "haze_density: image")
+    if max_side < patch_size:
+        raise ValueError(f"max_side ({max_side}) must be at least patch_size ({patch_size})")
+    x = image.float()
+    h, w = x.shape[-2:]
+    if max(h, w) > max_side:
+        s = max_side / max(h, w)
+        x = F.interpolate(x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="area")
+    a = airlight_dark_channel(x, patch_size)
+    return dark_channel((x / a).clamp(max=1.0), patch_size).mean(dim=(1, 2, 3)).double()
