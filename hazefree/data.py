@@ -19,6 +19,7 @@ silently dropped. Tensors follow the library contract: float32 N x C x H x W in 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import warnings
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .io import IMAGE_EXTENSIONS, ImageReadError, read_image
+from .io import IMAGE_EXTENSIONS, ImageReadError, atomic_write, read_image
 from .physics import add_haze, fit_haze_model
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "center_crop_to_match",
     "MAX_CROP_BORDER",
     "split_unpaired",
+    "read_airlights",
+    "write_airlights",
     "read_depth",
     "DepthSample",
     "find_depth_samples",
@@ -171,6 +174,35 @@ def split_unpaired(root: str | Path, holdout: float, seed: int = 0) -> tuple[lis
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
     held = set(order[: int(round(holdout * len(files)))])
     return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
+
+
+AIRLIGHTS_FILE = "airlights.json"
+
+
+def write_airlights(root: str | Path, airlights: Mapping[str, Sequence[float] | Tensor]) -> None:
+    """Record the airlight that relates each pair of a paired folder, ``root/airlights.json``
+    ({hazy stem: [r, g, b]}), for pairs whose A is known but cannot be fitted (e.g. a teacher's
+    tinted A, where :func:`~hazefree.physics.fit_haze_model` fits grey ones); :class:`PairBank`
+    reads it."""
+    values = {k: [float(x) for x in torch.as_tensor(v).flatten()] for k, v in airlights.items()}
+    text = json.dumps(values, indent=0)
+    atomic_write(Path(root) / AIRLIGHTS_FILE, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_airlights(root: str | Path) -> dict[str, Tensor]:
+    """{hazy stem: A (3,)} from ``root/airlights.json``, or {} when the folder has none."""
+    path = Path(root) / AIRLIGHTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text())
+        out = {k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a {{stem: [r, g, b]}} JSON object ({e})") from None
+    bad = [k for k, v in out.items() if v.shape != (3,) or not bool(((v >= 0) & (v <= 1)).all())]
+    if bad:
+        raise ValueError(f"{path}: airlights must be three values in [0, 1]; bad: {', '.join(bad[:5])}")
+    return out
 
 
 def center_crop_to_match(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -336,7 +368,8 @@ class PairBank:
     is left out with a warning naming it (listed in ``skipped``) instead of raising
     :class:`~hazefree.io.ImageReadError`.
 
-    ``airlights`` holds each image's airlight (3,) where it is known: the fitted A of a pair that
+    ``airlights`` holds each image's airlight (3,) where it is known: the A its folder records in
+    ``airlights.json`` (:func:`write_airlights`), the fitted A of a pair that
     qualifies for re-rendering (only fitted when ``rerender_per_pair`` > 0), the A of each re-rendered
     level and depth render; NaN elsewhere (real haze, cloud).
     """
@@ -373,6 +406,7 @@ class PairBank:
         # its own stream, so that enabling re-rendering leaves the depth-synthetic set unchanged
         regen = torch.Generator().manual_seed(seed + 1)
         log_lo, log_hi = (math.log(v) for v in rerender_beta_scale)
+        known: dict[str, dict[str, Tensor]] = {}  # each folder's airlights.json (read_airlights)
         for p in pairs:
             try:
                 h, c = load_pair(p, allow_size_mismatch)
@@ -383,7 +417,9 @@ class PairBank:
                 continue
             folder = p.hazy.parent  # the dataset: its root, above a hazy/ sub-folder
             source = str(folder.parent if folder.name.lower() in HAZY_DIRS else folder)
-            self._add(p.name, h, c, max_side, source, file=p.hazy)
+            if source not in known:
+                known[source] = read_airlights(source)
+            self._add(p.name, h, c, max_side, source, file=p.hazy, airlight=known[source].get(p.hazy.stem))
             if rerender_per_pair <= 0:
                 continue
             a, t, fit_db = fit_haze_model(h, c)

@@ -16,9 +16,11 @@ from hazefree.data import (
     find_depth_samples,
     find_pairs,
     load_pair,
+    read_airlights,
     read_depth,
     split_unpaired,
     synthesize_haze,
+    write_airlights,
 )
 from hazefree.physics import fit_haze_model
 
@@ -202,6 +204,29 @@ class TestRealisticRenders:
         # off by default: the variation does not change the renders of a config without it
         again = self._bank(tmp_path / "c", beta_range=(2.0, 2.0))
         assert all(torch.equal(x, y) for x, y in zip(plain.hazy, again.hazy))
+
+
+class TestRecordedAirlights:
+    def test_a_folders_airlights_reach_the_bank_and_its_batches(self, tmp_path):
+        for n in ("a.png", "b.png"):
+            _img(tmp_path / "hazy" / n, seed=1)
+            _img(tmp_path / "clear" / n, seed=2)
+        write_airlights(tmp_path, {"a": [0.9, 0.8, 0.6]})
+        bank = PairBank(find_pairs(tmp_path).pairs)
+        a = dict(zip(bank.names, bank.airlights))
+        torch.testing.assert_close(a["a"], torch.tensor([0.9, 0.8, 0.6]))
+        assert a["b"].isnan().all()  # not recorded: unknown, as before
+        batch = CropSampler(bank, [0], crop=8, batch_size=2, seed=0).batch(0)
+        torch.testing.assert_close(batch["airlight"], torch.tensor([[0.9, 0.8, 0.6]] * 2))
+
+    def test_a_bad_record_is_named(self, tmp_path):
+        (tmp_path / "airlights.json").write_text('{"a": [0.9, 2.0, 0.5]}')
+        with pytest.raises(ValueError, match="airlights.json.*bad: a"):
+            read_airlights(tmp_path)
+        (tmp_path / "airlights.json").write_text("[1, 2")
+        with pytest.raises(ValueError, match="airlights.json"):
+            read_airlights(tmp_path)
+        assert read_airlights(tmp_path / "elsewhere") == {}
 
 
 class TestSplitUnpaired:

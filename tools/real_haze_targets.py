@@ -14,7 +14,8 @@ trainer decodes it) and ``OUT/clear/<stem>.png``, the photo dehazed by a prior-b
   itself does, so that the teacher is as strong as it can be without saturating.
 
 The rule was fixed before stage 9 ran (configs/guided-pix2pix-stage9.yaml). A summary of the
-strengths chosen goes to ``OUT/targets.json``.
+strengths chosen goes to ``OUT/targets.json``, and each target's airlight to ``OUT/airlights.json``
+(:func:`hazefree.data.write_airlights`), which the trainer's airlight loss reads (stage 9b).
 
     python tools/real_haze_targets.py ../shared/data/train/real_unpaired runs/real_targets
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from hazefree.data import split_unpaired
+from hazefree.data import split_unpaired, write_airlights
 from hazefree.io import read_image, write_image
 from hazefree.models import load
 from hazefree.physics import remove_haze
@@ -44,8 +45,9 @@ def clipped_share(image: torch.Tensor) -> torch.Tensor:
     return ((q <= 0).all(1) | (q >= 255).all(1)).flatten(1).float().mean(1)
 
 
-def teacher(hazy: torch.Tensor, model: torch.nn.Module, dcp: torch.nn.Module) -> tuple[torch.Tensor, float]:
-    """The teacher's clear image (1 x 3 x H x W) and the strength s it chose (module docstring)."""
+def teacher(hazy: torch.Tensor, model: torch.nn.Module, dcp: torch.nn.Module) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """The teacher's clear image (1 x 3 x H x W), the strength s it chose (module docstring) and its
+    airlight (3,)."""
     with torch.no_grad():
         ref = dcp(hazy)
         t = torch.minimum(model(hazy).transmission, ref.transmission)
@@ -53,7 +55,7 @@ def teacher(hazy: torch.Tensor, model: torch.nn.Module, dcp: torch.nn.Module) ->
         for s in STRENGTHS:
             clear = remove_haze(hazy, t.pow(s), ref.airlight, t_min=T_MIN)
             if clipped_share(clear).item() <= base + MAX_EXTRA_CLIPPED or s == STRENGTHS[-1]:
-                return clear, s
+                return clear, s, ref.airlight.flatten()
     raise AssertionError("unreachable")
 
 
@@ -73,10 +75,10 @@ def main() -> int:
     model, dcp = load("guided-pix2pix").eval(), load("dcp").eval()
     (args.out / "hazy").mkdir(parents=True, exist_ok=True)
     (args.out / "clear").mkdir(parents=True, exist_ok=True)
-    chosen = {}
+    chosen, airlights = {}, {}
     for path in train:
         hazy = read_image(path).rgb
-        clear, s = teacher(hazy, model, dcp)
+        clear, s, airlights[path.stem] = teacher(hazy, model, dcp)
         write_image(args.out / "hazy" / f"{path.stem}.png", hazy)
         write_image(args.out / "clear" / f"{path.stem}.png", clear)
         chosen[path.name] = s
@@ -85,6 +87,7 @@ def main() -> int:
     summary = {"source": str(args.src), "held_out": [p.name for p in held], "strength_counts": counts,
                "strength": chosen}
     (args.out / "targets.json").write_text(json.dumps(summary, indent=1))
+    write_airlights(args.out, airlights)
     print(f"{len(train)} targets written, {len(held)} held out; strengths {counts}")
     return 0
 

@@ -1,0 +1,141 @@
+"""Apply stage 9's selection rule (issue #24): paired validation PSNR and FADE on held-out real photos.
+
+For every checkpoint (the EMA weights, ``checkpoints/step_*/ema.safetensors``) of the given runs, and
+for the shipped model, DCP and the input itself:
+
+* ``val_psnr``: the run config's validation split and metric (as ``hazefree train --validate``);
+* on the held-out photos of ``--real`` (:func:`hazefree.data.split_unpaired`, the share the targets
+  tool never wrote), each output quantised to 8 bits as written: mean FADE
+  (:func:`hazefree.metrics.fade`), mean share of clipped pixels, and on how many photos it is
+  clearer (lower FADE) than DCP.
+
+Then the rule of ``configs/guided-pix2pix-stage9.yaml`` (the constants below): feasible checkpoints
+keep ``val_psnr >= --min-psnr`` and clipped share <= 0.5 %; each run's choice is its feasible checkpoint
+with the lowest mean FADE; the better choice ships iff its FADE <= 0.85 x the shipped model's. Writes
+every score to ``--json`` and prints a table and the verdict.
+
+    python tools/select_real_haze.py configs/guided-pix2pix-stage9.yaml runs/guided-pix2pix-stage9 \\
+        runs/guided-pix2pix-stage9-seed1 --json runs/stage9_selection.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from _common import run_tool
+from hazefree import models
+from hazefree.data import split_unpaired
+from hazefree.io import read_image
+from real_haze_targets import clipped_share  # tools/ (scripts run from this folder)
+from hazefree.metrics.fade import fade
+from hazefree.training.config import load_config
+from hazefree.training.validation import load_training_data, validate_run
+
+MAX_CLIPPED = 0.005
+FADE_FACTOR = 0.85
+
+
+def real_scores(dehaze, photos: list[torch.Tensor]) -> dict[str, list[float]]:
+    """Per-photo FADE and clipped share of ``dehaze(photo)`` (None: the photo itself), 8-bit quantised."""
+    out: dict[str, list[float]] = {"fade": [], "clipped": []}
+    with torch.no_grad():
+        for photo in photos:
+            result = photo if dehaze is None else dehaze(photo).clear.clamp(0.0, 1.0)
+            result = (result * 255.0 + 0.5).floor() / 255.0
+            out["fade"].append(float(fade(result)[0]))
+            out["clipped"].append(float(clipped_share(result)[0]))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", help="the runs' config (its validation split and metric)")
+    ap.add_argument("runs", nargs="*", type=Path, help="run folders whose checkpoints are candidates")
+    ap.add_argument("--real", default="../shared/data/train/real_unpaired", help="real photos without ground truth")
+    ap.add_argument("--holdout", type=float, default=0.15)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-psnr", type=float, default=20.40, help="feasible val_psnr (stage 8b's 20.70 - 0.3)")
+    ap.add_argument("--json", type=Path, help="write every score here")
+    ap.add_argument("--cached", type=Path, nargs="*", default=[],
+                    help="earlier --json files of this tool: their scores are reused, not recomputed")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cfg = load_config(args.config)
+    _, held = split_unpaired(args.real, args.holdout, args.seed)
+    photos = [read_image(p).rgb for p in held]
+    # The validation split takes whole scenes per source, and the rule validates on the benchmarks'
+    # own hazy images: the re-rendered levels, the depth renders and the pseudo-targets (validation
+    # share 0) are not needed to draw it, and fitting the re-renders takes most of a run's load time.
+    cfg.data.rerender_per_pair, cfg.data.synthetic = 0, []
+    cfg.data.paired = [p for p in cfg.data.paired if cfg.data.val_fraction[Path(p).name] > 0]
+    cfg.data.val_fraction = {Path(p).name: cfg.data.val_fraction[Path(p).name] for p in cfg.data.paired}
+    split: list = []  # (bank, validation indices), loaded at the first model that is not cached
+
+    rows: dict[str, dict] = {}
+    cached: dict[str, dict] = {}
+    for path in args.cached:
+        previous = json.loads(path.read_text())
+        if previous["held_out"] != [p.name for p in held]:
+            raise SystemExit(f"error: {path}: scored on other held-out photos")
+        cached |= previous["scores"]
+
+    def score(name: str, net, paired: bool = True) -> None:
+        if name in cached:
+            rows[name] = cached[name]
+            return
+        real = real_scores(net, photos)
+        row = {k: sum(v) / len(v) for k, v in real.items()} | {"per_photo_fade": real["fade"]}
+        if paired and net is not None:
+            if not split:
+                bank, _, val_idx = load_training_data(cfg)
+                split.extend((bank, val_idx))
+            row["val_psnr"] = validate_run(net, *split, cfg.data)["val_psnr"]
+        rows[name] = row
+        print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "per_photo_fade"), flush=True)
+
+    score("input", None, paired=False)
+    score("dcp", models.load("dcp").eval())
+    score("shipped", models.load("guided-pix2pix").eval())
+    candidates: dict[str, list[str]] = {}
+    for run in args.runs:
+        for ckpt in sorted((run / "checkpoints").glob("step_*")):
+            name = f"{run.name}/{ckpt.name}"
+            score(name, models.load_file(ckpt / "ema.safetensors", model=cfg.model, **cfg.model_options).eval())
+            candidates.setdefault(run.name, []).append(name)
+
+    dcp_fade = rows["dcp"]["per_photo_fade"]
+    for row in rows.values():
+        row["clearer_than_dcp"] = sum(f < d for f, d in zip(row["per_photo_fade"], dcp_fade))
+    choices = {}
+    for run, names in candidates.items():
+        feasible = [n for n in names if rows[n]["val_psnr"] >= args.min_psnr and rows[n]["clipped"] <= MAX_CLIPPED]
+        if feasible:
+            choices[run] = min(feasible, key=lambda n: rows[n]["fade"])
+    verdict = {"choices": choices, "ship": None}
+    if choices:
+        best = min(choices.values(), key=lambda n: rows[n]["fade"])
+        verdict["best"] = best
+        verdict["ship"] = rows[best]["fade"] <= FADE_FACTOR * rows["shipped"]["fade"]
+        verdict["issue_bar"] = {
+            "fade_le_dcp": rows[best]["fade"] <= rows["dcp"]["fade"],
+            "clearer_than_dcp": f"{rows[best]['clearer_than_dcp']} of {len(photos)}",
+        }
+    print(f"\n{len(photos)} held-out photos; DCP FADE {rows['dcp']['fade']:.4f}, shipped {rows['shipped']['fade']:.4f}")
+    print("| weights | val_psnr | FADE | clipped % | clearer than DCP |")
+    print("|---|---:|---:|---:|---:|")
+    for name, row in rows.items():
+        psnr = f"{row['val_psnr']:.3f}" if "val_psnr" in row else "-"
+        print(f"| {name} | {psnr} | {row['fade']:.4f} | {100 * row['clipped']:.3f} | {row['clearer_than_dcp']} |")
+    print(json.dumps(verdict, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps({"held_out": [p.name for p in held], "scores": rows, "verdict": verdict}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool(main))
