@@ -114,7 +114,8 @@ class TestScores:
                                "--csv", str(tmp_path / "s.csv"))
         assert code == 0
         lines = (tmp_path / "s.csv").read_text().splitlines()
-        assert lines[0] == "dataset,image,method,psnr,ssim,seconds,haze_input,haze_output"
+        assert lines[0] == ("dataset,image,method,psnr,ssim,seconds,haze_input,haze_output,"
+                            "fade_input,fade_output,clipped_input,clipped_output")
         rows = _read_csv(tmp_path / "s.csv")
         assert [(r["dataset"], r["image"], r["method"]) for r in rows] == [
             ("pairs", "a.png", "dcp"), ("pairs", "b.png", "dcp"), ("pairs", "c.png", "dcp"),

@@ -1,5 +1,5 @@
-"""Evaluation of dehazing methods: PSNR / SSIM tables on paired sets, a no-reference haze measure
-on hazy photos without ground truth, per-image CSV, Markdown reports and comparison grids.
+"""Evaluation of dehazing methods: PSNR / SSIM tables on paired sets, no-reference measures (haze
+density, FADE, clipped pixels) on every set, per-image CSV, Markdown reports and comparison grids.
 
 The protocol is explicit because published numbers differ mostly by protocol (:class:`Protocol`):
 by default every output is clipped to [0, 1] and quantised to 8 bits exactly as ``hazefree
@@ -10,9 +10,10 @@ convention); tables give the mean and the population standard deviation over the
 Methods (:func:`resolve_method`): ``dcp``, any registry model with shipped weights, a weights file,
 or ``folder:PATH``, the saved outputs of another method matched to the hazy images by name.
 
-Datasets (:func:`open_dataset`): any layout :func:`hazefree.data.find_pairs` knows. A folder with
-hazy images and no ground truth at all (``rtts/hazy/``) is scored with the no-reference
-:func:`haze_density` of the input and of each output instead.
+Datasets (:func:`open_dataset`): any layout :func:`hazefree.data.find_pairs` knows. Every image,
+with or without ground truth, gets the no-reference :func:`haze_density`, FADE (Choi et al. 2015,
+:func:`hazefree.metrics.fade.fade`) and :func:`clipped_share` of its input and of each output; a
+folder with hazy images and no ground truth at all (``rtts/hazy/``) gets only these.
 
 Modules: :mod:`.protocol` (how outputs are scored, one scored row), :mod:`.datasets`,
 :mod:`.methods`, :mod:`.scoring` (:func:`evaluate`), :mod:`.no_reference` (measures without ground
@@ -31,11 +32,27 @@ from .command import add_eval_parser, run_eval
 from .datasets import Dataset, Item, open_dataset
 from .grid import GRID_CAPTION, GRID_GAP, GRID_MAX_ROWS, GRID_TILE_HEIGHT, Tile, _to_uint8, make_grid, write_grid
 from .methods import EvalMethod, FolderOutputs, resolve_method
-from .no_reference import HAZE_DENSITY_DESCRIPTION, haze_density
+from .no_reference import (
+    CLIPPED_DESCRIPTION,
+    FADE_DESCRIPTION,
+    HAZE_DENSITY_DESCRIPTION,
+    clipped_share,
+    fade_or_none,
+    haze_density,
+)
 from .protocol import Protocol, Row
 from .report import PAPER_DATASETS, PAPER_NOTE, PAPER_TABLE_I, paper_table, report_markdown
 from .scoring import DatasetResult, evaluate
-from .tables import dataset_table, haze_table, markdown_table, rows_to_csv, summarize, win_table
+from .tables import (
+    SCORES,
+    dataset_table,
+    haze_table,
+    markdown_table,
+    no_reference_table,
+    rows_to_csv,
+    summarize,
+    win_table,
+)
 
 __all__ = [
     "Protocol",
@@ -50,10 +67,14 @@ __all__ = [
     "resolve_method",
     "evaluate",
     "haze_density",
+    "fade_or_none",
+    "clipped_share",
     "summarize",
     "dataset_table",
     "markdown_table",
     "haze_table",
+    "no_reference_table",
+    "SCORES",
     "win_table",
     "make_grid",
     "write_grid",
@@ -64,6 +85,8 @@ __all__ = [
     "PAPER_NOTE",
     "PAPER_DATASETS",
     "HAZE_DENSITY_DESCRIPTION",
+    "FADE_DESCRIPTION",
+    "CLIPPED_DESCRIPTION",
     "add_eval_parser",
     "run_eval",
 ]

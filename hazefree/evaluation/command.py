@@ -12,11 +12,11 @@ from ..metrics import SSIM_VARIANTS
 from .datasets import Dataset, open_dataset
 from .grid import GRID_MAX_ROWS, write_grid
 from .methods import _check_outputs, resolve_method
-from .no_reference import HAZE_DENSITY_DESCRIPTION
+from .no_reference import CLIPPED_DESCRIPTION, FADE_DESCRIPTION, HAZE_DENSITY_DESCRIPTION
 from .protocol import Protocol
 from .report import report_markdown
 from .scoring import DatasetResult, evaluate
-from .tables import dataset_table, rows_to_csv, summarize
+from .tables import dataset_table, no_reference_table, rows_to_csv, summarize
 
 
 def add_eval_parser(subparsers) -> None:
@@ -116,9 +116,12 @@ def run_eval(args) -> int:
         print(f"\n{ds.name}: {count} {kind} in {ds.root}")
         print(protocol.describe())
         print(describe_post(args.post))
-        if not ds.paired:
-            print(f"measure: {HAZE_DENSITY_DESCRIPTION}")
-        print(dataset_table(summarize(res.rows), ds.name, labels), flush=True)
+        for description in (HAZE_DENSITY_DESCRIPTION, FADE_DESCRIPTION, CLIPPED_DESCRIPTION):
+            print(f"measure: {description}")
+        summary = summarize(res.rows)
+        print(dataset_table(summary, ds.name, labels), flush=True)
+        if ds.paired:  # the no-reference measures of a paired set, beside its PSNR / SSIM
+            print(no_reference_table(summary, ds.name, labels), flush=True)
 
     rows = [r for res in results for r in res.rows]
     if args.csv:

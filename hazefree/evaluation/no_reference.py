@@ -1,17 +1,28 @@
-"""No-reference measures of an output or a hazy photo, for images without ground truth."""
+"""No-reference measures of an output or a hazy photo: :func:`haze_density`, FADE
+(:func:`fade_or_none`, Choi et al. 2015) and :func:`clipped_share`."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..metrics.fade import FADE_MIN_SIZE, fade
 from ..physics import airlight_dark_channel, check_image, dark_channel
-
 
 HAZE_DENSITY_DESCRIPTION = (
     "haze density = mean over the image of the dark channel of I / A (He et al. 2009, eq. 11 with "
     "omega = 1: the dark-channel estimate of the haze opacity 1 - t; A by the dark-channel rule), "
     "15 x 15 patch at a long side of at most 512 px; 0 = no haze by the prior, lower is clearer"
+)
+FADE_DESCRIPTION = (
+    "FADE = perceptual fog density of Choi, You & Bovik 2015 (IEEE TIP 24(11); D = Df / (Dff + 1), "
+    "distances of 12 fog-aware statistics of 8 x 8 patches to the authors' fog-free and foggy "
+    "models), on the 8-bit image; lower = less fog"
+)
+CLIPPED_DESCRIPTION = (
+    "clipped pixels = share of the 8-bit image's pixels that are 0 in all three channels or 255 in "
+    "all three (detail lost to black or white)"
 )
 
 
@@ -57,3 +68,35 @@ def haze_density(image: Tensor, patch_size: int = 15, max_side: int = 512) -> Te
         x = F.interpolate(x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="area")
     a = airlight_dark_channel(x, patch_size)
     return dark_channel((x / a).clamp(max=1.0), patch_size).mean(dim=(1, 2, 3)).double()
+
+
+def fade_or_none(image: Tensor) -> float | None:
+    """FADE (:func:`hazefree.metrics.fade.fade`) of a 1 x 3 x H x W image, or None when the image
+    is smaller than the 16 x 16 px that FADE needs."""
+    if min(image.shape[-2:]) < FADE_MIN_SIZE:
+        return None
+    return fade(image).item()
+
+
+def clipped_share(image: Tensor) -> Tensor:
+    """Share of pixels clipped to black or white: all three channels 0, or all three 255, once the
+    image is quantised to 8 bits as hazefree.io's writer does (clip to [0, 1], floor(255 x + 0.5)).
+
+    Args:
+        image: N x 3 x H x W float tensor (values outside [0, 1] count as clipped).
+
+    Returns:
+        float64 tensor of shape N, values in [0, 1].
+
+    Example:
+        >>> x = torch.full((1, 3, 2, 2), 0.5)
+        >>> x[0, :, 0, 0] = 1.0
+        >>> clipped_share(x)
+        tensor([0.2500], dtype=torch.float64)
+    """
+    if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3 or not image.is_floating_point():
+        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(f"clipped_share expects a float N x 3 x H x W image, got {shape}")
+    levels = torch.floor(image.float().clamp(0.0, 1.0) * 255.0 + 0.5)
+    clipped = (levels == 0).all(dim=1) | (levels == 255).all(dim=1)
+    return clipped.double().mean(dim=(1, 2))

@@ -58,7 +58,8 @@ class Protocol:
 @dataclass(frozen=True)
 class Row:
     """One scored (image, method): full-reference scores (None without ground truth), the method's
-    run time (None for saved outputs) and the haze density of the input and of the output."""
+    run time (None for saved outputs) and the no-reference measures of the input and of the output:
+    haze density, FADE (None for an image under 16 x 16 px) and the clipped-pixel share."""
 
     dataset: str
     image: str
@@ -68,3 +69,7 @@ class Row:
     seconds: float | None
     haze_input: float | None = None
     haze_output: float | None = None
+    fade_input: float | None = None
+    fade_output: float | None = None
+    clipped_input: float | None = None
+    clipped_output: float | None = None

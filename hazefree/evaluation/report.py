@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .no_reference import HAZE_DENSITY_DESCRIPTION
+from .no_reference import CLIPPED_DESCRIPTION, FADE_DESCRIPTION, HAZE_DENSITY_DESCRIPTION
 from .protocol import Protocol
 from .scoring import DatasetResult
-from .tables import _md, dataset_table, summarize
+from .tables import _md, dataset_table, no_reference_table, summarize
 
 
 # Published numbers for reference, never mixed with ours: Ma et al. 2021 (Guided-Pix2Pix), Table I,
@@ -44,17 +44,22 @@ PAPER_NOTE = ("Published values, Ma et al. 2021 (Guided-Pix2Pix, JSTARS), Table 
 
 def report_markdown(results: Sequence[DatasetResult], methods: Sequence[str], protocol: Protocol,
                     post: str | None, title: str = "hazefree evaluation") -> str:
-    """A Markdown report: protocol, one table per dataset, then the paper's values, marked as such."""
+    """A Markdown report: protocol, the no-reference measures, one table per dataset (plus its
+    no-reference table if it has ground truth), then the paper's values, marked as such."""
     from ..postprocess import describe_post
 
     rows = [r for res in results for r in res.rows]
     summary = summarize(rows)
-    parts = [f"# {title}", "", protocol.describe(), "", describe_post(post), ""]
+    parts = [f"# {title}", "", protocol.describe(), "", describe_post(post), "",
+             "No-reference measures, of the hazy input and of every output:", "",
+             *(f"- {d}." for d in (HAZE_DENSITY_DESCRIPTION, FADE_DESCRIPTION, CLIPPED_DESCRIPTION)), ""]
     for res in results:
         ds = res.dataset
         parts += [f"## {ds.name}", "", f"{len(res.rows) // max(1, len(methods))} images from `{ds.root}`", ""]
         if not ds.paired:
-            parts += [f"No ground truth; measure: {HAZE_DENSITY_DESCRIPTION}.", ""]
+            parts += ["No ground truth: no-reference measures only.", ""]
         parts += [dataset_table(summary, ds.name, methods), ""]
+        if ds.paired:
+            parts += [no_reference_table(summary, ds.name, methods), ""]
     parts += ["## Published values (not ours)", "", PAPER_NOTE, "", paper_table(), ""]
     return "\n".join(parts)

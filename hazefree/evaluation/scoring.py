@@ -16,7 +16,7 @@ from ..metrics import psnr, ssim
 from .datasets import Dataset, open_dataset
 from .grid import GRID_TILE_HEIGHT, Tile, _resize_to_height, _to_uint8
 from .methods import EvalMethod, _check_outputs
-from .no_reference import haze_density
+from .no_reference import clipped_share, fade_or_none, haze_density
 from .protocol import Protocol, Row
 
 
@@ -41,9 +41,9 @@ def evaluate(
 ) -> DatasetResult:
     """Score every method on every image of ``dataset`` (each image is read once).
 
-    Paired images get PSNR and SSIM against the ground truth; every image gets the
-    :func:`haze_density` of the input and of each output (after the protocol's clipping,
-    quantisation and crop).
+    Paired images get PSNR and SSIM against the ground truth; every image gets the no-reference
+    :func:`haze_density`, FADE (:func:`hazefree.metrics.fade.fade`) and :func:`clipped_share` of
+    the input and of each output (after the protocol's clipping, quantisation and crop).
 
     Args:
         dataset: a folder (see :func:`open_dataset`) or an opened :class:`Dataset`.
@@ -79,6 +79,7 @@ def evaluate(
             hazy, target = read_image(item.hazy).rgb, None
         hazy_scored = protocol.prepare(hazy)
         haze_in = haze_density(hazy_scored).item()
+        fade_in, clipped_in = fade_or_none(hazy_scored), clipped_share(hazy_scored).item()
         tiles = None
         if k < grid_images:
             caption = f"hazy {item.name}" if target is not None else f"hazy, haze {haze_in:.3f} {item.name}"
@@ -97,7 +98,8 @@ def evaluate(
                 p = psnr(pred, target, y_channel=protocol.y_channel).item()
                 s = ssim(pred, target, y_channel=protocol.y_channel, variant=protocol.ssim_variant).item()
             haze_out = haze_density(pred).item()
-            rows.append(Row(ds.name, item.name, m.label, p, s, seconds, haze_in, haze_out))
+            rows.append(Row(ds.name, item.name, m.label, p, s, seconds, haze_in, haze_out,
+                            fade_in, fade_or_none(pred), clipped_in, clipped_share(pred).item()))
             if tiles is not None:
                 score = f"{p:.2f} dB" if p is not None else f"haze {haze_out:.3f}"
                 tiles.append(Tile(_resize_to_height(_to_uint8(out), tile_height), f"{m.label} {score}"))

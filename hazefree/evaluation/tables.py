@@ -10,6 +10,12 @@ from typing import Iterable, Mapping, Sequence
 
 from .protocol import Row
 
+# The per-image scores of a Row that summarize() averages.
+SCORES = ("psnr", "ssim", "haze_input", "haze_output", "fade_input", "fade_output", "clipped_input",
+          "clipped_output")
+# No-reference rows of the tables: label, Row field prefix, decimals, display scale.
+_NO_REFERENCE = (("haze density (lower = clearer)", "haze", 3, 1.0), ("FADE (lower = less fog)", "fade", 3, 1.0),
+                 ("clipped pixels (%)", "clipped", 2, 100.0))
 
 def _stats(values: list[float]) -> tuple[float, float]:
     if any(math.isinf(v) for v in values):  # a perfect output (PSNR = inf): no finite mean or spread
@@ -18,15 +24,15 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(rows: Iterable[Row]) -> dict[tuple[str, str], dict[str, float | None]]:
-    """Per (dataset, method): image count ``n``, mean and population std of ``psnr``, ``ssim``,
-    ``haze_input`` and ``haze_output`` (None where not measured), and mean ``seconds``."""
+    """Per (dataset, method): image count ``n``, mean and population std (``<name>_std``) of every
+    score of :data:`SCORES` (None where not measured for some image), and mean ``seconds``."""
     groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         groups.setdefault((r.dataset, r.method), []).append(r)
     out: dict[tuple[str, str], dict[str, float | None]] = {}
     for key, rs in groups.items():
         entry: dict[str, float | None] = {"n": len(rs)}
-        for name in ("psnr", "ssim", "haze_input", "haze_output"):
+        for name in SCORES:
             values = [getattr(r, name) for r in rs]
             if any(v is None for v in values):
                 entry[name] = entry[f"{name}_std"] = None
@@ -38,10 +44,10 @@ def summarize(rows: Iterable[Row]) -> dict[tuple[str, str], dict[str, float | No
     return out
 
 
-def _pm(v: dict, key: str, digits: int) -> str:
+def _pm(v: dict, key: str, digits: int, scale: float = 1.0) -> str:
     if v is None or v.get(key) is None:
         return "-"
-    return f"{v[key]:.{digits}f} ± {v[key + '_std']:.{digits}f}"
+    return f"{scale * v[key]:.{digits}f} ± {scale * v[key + '_std']:.{digits}f}"
 
 
 def _md(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -52,7 +58,8 @@ def _md(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 def dataset_table(summary: Mapping[tuple[str, str], dict], dataset: str, methods: Sequence[str]) -> str:
     """Table-I-style Markdown table of one dataset: methods as columns, PSNR / SSIM (mean ± std)
-    as rows, or the haze density of input and outputs for a dataset without ground truth."""
+    as rows, or for a dataset without ground truth the no-reference measures (haze density, FADE,
+    clipped pixels) of input and outputs (for a paired one, :func:`no_reference_table` has them)."""
     stats = [summary.get((dataset, m)) for m in methods]
     known = [s for s in stats if s is not None]
     if not known:
@@ -64,10 +71,25 @@ def dataset_table(summary: Mapping[tuple[str, str], dict], dataset: str, methods
                 ["SSIM", *(_pm(s, "ssim", 4) for s in stats)],
                 ["seconds / image", *secs]]
         return _md([f"{dataset} (n = {n})", *methods], body)
-    body = [["haze density (lower = clearer)", _pm(known[0], "haze_input", 3),
-             *(_pm(s, "haze_output", 3) for s in stats)],
-            ["seconds / image", "-", *secs]]
+    body = [*_no_reference_rows(stats), ["seconds / image", "-", *secs]]
     return _md([f"{dataset} (n = {n}, no ground truth)", "hazy input", *methods], body)
+
+
+def _no_reference_rows(stats: Sequence[dict | None]) -> list[list[str]]:
+    known = next(s for s in stats if s is not None)
+    return [[label, _pm(known, f"{key}_input", digits, scale), *(_pm(s, f"{key}_output", digits, scale) for s in stats)]
+            for label, key, digits, scale in _NO_REFERENCE]
+
+
+def no_reference_table(summary: Mapping[tuple[str, str], dict], dataset: str, methods: Sequence[str]) -> str:
+    """Markdown table of the no-reference measures of one dataset (with or without ground truth):
+    haze density, FADE and clipped pixels (%) of the hazy input and of each method, mean ± std."""
+    stats = [summary.get((dataset, m)) for m in methods]
+    known = [s for s in stats if s is not None]
+    if not known:
+        raise ValueError(f"no results for dataset {dataset!r}")
+    n = int(known[0]["n"])
+    return _md([f"{dataset} (n = {n}), no reference", "hazy input", *methods], _no_reference_rows(stats))
 
 
 def markdown_table(summary: Mapping[tuple[str, str], dict], methods: Sequence[str]) -> str:
@@ -125,16 +147,19 @@ def haze_table(summary: Mapping[tuple[str, str], dict], methods: Sequence[str]) 
 
 
 def rows_to_csv(rows: Iterable[Row]) -> str:
-    """Per-image CSV: dataset, image, method, psnr, ssim, seconds, haze_input, haze_output
-    (empty cells where a value was not measured)."""
+    """Per-image CSV: dataset, image, method, psnr, ssim, seconds, haze_input, haze_output,
+    fade_input, fade_output, clipped_input, clipped_output (clipped: a share in [0, 1]); empty
+    cells where a value was not measured."""
 
     def fmt(v: float | None, digits: int) -> str:
         return "" if v is None else ("inf" if math.isinf(v) else f"{v:.{digits}f}")
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["dataset", "image", "method", "psnr", "ssim", "seconds", "haze_input", "haze_output"])
+    w.writerow(["dataset", "image", "method", "psnr", "ssim", "seconds", "haze_input", "haze_output",
+                "fade_input", "fade_output", "clipped_input", "clipped_output"])
     for r in rows:
         w.writerow([r.dataset, r.image, r.method, fmt(r.psnr, 4), fmt(r.ssim, 6), fmt(r.seconds, 4),
-                    fmt(r.haze_input, 5), fmt(r.haze_output, 5)])
+                    fmt(r.haze_input, 5), fmt(r.haze_output, 5), fmt(r.fade_input, 6), fmt(r.fade_output, 6),
+                    fmt(r.clipped_input, 6), fmt(r.clipped_output, 6)])
     return buf.getvalue()
