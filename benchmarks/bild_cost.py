@@ -9,7 +9,7 @@ median over blocks of the seconds per step, wall clock (what a user waits) and p
 (steadier when the machine is shared: a starved process waits without using CPU), and their
 ratios to plain. The first block of each method warms up and is not counted.
 
-    python benchmarks/bild_cost.py --out docs/bild/cost-fast.json
+    python benchmarks/bild_cost.py --out docs/bild/cost-issue25.json
     python benchmarks/bild_cost.py --models aod-net:64:8 --methods plain fast exact --rounds 3
 
 The target (issue #25) is a default BILD step of at most 2.0 plain steps on AOD-Net (64 px,
