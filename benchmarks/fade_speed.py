@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         image = photo(w, h)
         blurred = torch.nn.functional.avg_pool2d(image, 3, stride=1, padding=1, count_include_pad=False)
         value = fade(image).item()
-        t = interleaved_ms({"fade": lambda: fade(image), "ssim": lambda: ssim(image, blurred)}, args.repeats, args.clock)
+        fns = {"fade": lambda: fade(image), "ssim": lambda: ssim(image, blurred)}
+        t = interleaved_ms(fns, args.repeats, args.clock)
         print(f"| {w} x {h} | {w * h / 1e6:.2f} | {t['fade']:.0f} | {t['ssim']:.0f} | {t['fade'] / t['ssim']:.2f} "
               f"| {value:.4f} |")
 
