@@ -18,4 +18,13 @@ from .models import load as load
 
 __version__ = "0.1.0"
 
-__all__ = ["dehaze", "Dehazer", "default_method", "load", "available", "DehazeOutput", "__version__"]
+
+def __getattr__(name: str):
+    # hazefree.dehaze_video (hazefree.video) is imported on first use
+    if name == "dehaze_video":
+        from .video import dehaze_video
+
+        return dehaze_video
+    raise AttributeError(f"module 'hazefree' has no attribute {name!r}")
+
+__all__ = ["dehaze", "dehaze_video", "Dehazer", "default_method", "load", "available", "DehazeOutput", "__version__"]

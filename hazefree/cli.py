@@ -148,6 +148,13 @@ def _add_dehaze(subparsers: argparse._SubParsersAction) -> None:
         "above 1 removes more; for methods with a transmission and airlight (dcp, guided-pix2pix, dehazenet)",
     )
     p.add_argument(
+        "--crf",
+        type=_non_negative_int,
+        default=18,
+        metavar="N",
+        help="videos: H.264 quality, 0 (lossless) to 51; default 18, visually lossless (docs/video.md)",
+    )
+    p.add_argument(
         "--save-transmission",
         action="store_true",
         help="also write <stem>_transmission.png (16-bit gray) beside each output",
@@ -202,6 +209,14 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return value
+
+
+def _video_options(args: argparse.Namespace, progress: bool):
+    from .video import VideoOptions
+
+    if getattr(args, "crf", 18) > 51:
+        raise UsageError(f"--crf {args.crf}: must be at most 51")
+    return VideoOptions(crf=getattr(args, "crf", 18), max_pixels=args.max_pixels or None, progress=progress)
 
 
 def _strength(text: str) -> float:
@@ -285,7 +300,7 @@ def _process(jobs: list[_Job], dehazer, args: argparse.Namespace) -> tuple[int, 
     from .pipeline import FileOptions, run_jobs
 
     debug = getattr(args, "debug", False)
-    options = FileOptions(max_pixels=args.max_pixels or None, tile=getattr(args, "tile", None))
+    options = FileOptions(max_pixels=args.max_pixels or None, tile=getattr(args, "tile", None), video=_video_options(args, True))
     done = failed = 0
     no_transmission = False
     bar = tqdm(total=len(jobs), unit="image", disable=len(jobs) <= 1, file=sys.stderr, dynamic_ncols=True)

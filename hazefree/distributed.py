@@ -49,6 +49,7 @@ class _Settings(NamedTuple):
     debug: bool
     cwd: str  # the driver's working folder, for relative paths
     strength: float = 1.0  # --strength
+    crf: int = 18  # --crf, for videos (a whole video is one task)
 
 
 class _Outcome(NamedTuple):
@@ -75,7 +76,10 @@ def _run_job(job, settings: _Settings) -> _Outcome:
     lines: list[str] = []
     try:
         dehazer = _cached_dehazer(settings.method, settings.airlight, settings.post, settings.strength)
-        result = dehaze_file(dehazer, job, FileOptions(settings.max_pixels, settings.tile))
+        from .video import VideoOptions
+
+        video = VideoOptions(crf=settings.crf, max_pixels=settings.max_pixels)
+        result = dehaze_file(dehazer, job, FileOptions(settings.max_pixels, settings.tile, video))
         lines += [f"warning: {text}" for text in result.warnings]
         return _Outcome(True, result.has_transmission, lines)
     except Exception as exc:  # reported by the driver; the job goes on
@@ -139,7 +143,7 @@ def process_on_ray(jobs: list, dehazer, args: argparse.Namespace) -> tuple[int, 
         method = str(Path(method).resolve())  # a weights file, found by the workers on shared storage
     settings = _Settings(
         method, args.airlight, dehazer.post, args.max_pixels or None, getattr(args, "tile", None),
-        getattr(args, "debug", False), os.getcwd(), dehazer.strength
+        getattr(args, "debug", False), os.getcwd(), dehazer.strength, getattr(args, "crf", 18)
     )
     started = _connect(ray, args.ray)
     try:

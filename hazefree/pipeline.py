@@ -56,6 +56,7 @@ class FileOptions:
 
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     tile: int | None = None
+    video: object = None  # hazefree.video.VideoOptions for video inputs (None: its defaults)
 
 
 class FileResult(NamedTuple):
@@ -106,6 +107,8 @@ def load(job: Job, options: FileOptions) -> Loaded:
     from .io import probe_image, read_image
 
     path = job.source
+    if _is_video(path):  # a whole video is one job: decoded, dehazed and encoded by infer()
+        return Loaded("video", 0)
     if geotiff.is_geotiff(path):
         with geotiff.RasterReader(path, options.max_pixels) as reader:
             size = reader.size
@@ -124,6 +127,14 @@ def infer(dehazer, job: Job, loaded: Loaded, options: FileOptions) -> Pending:
     """Stage 2: run the model. Tiled routes read, dehaze and write here, tile by tile."""
     if loaded.route == "whole":
         return Pending(loaded, dehazer(loaded.image.rgb))
+    if loaded.route == "video":
+        from .video import VideoOptions, dehaze_video_file
+
+        video_options = options.video or VideoOptions(max_pixels=options.max_pixels)
+        video = dehaze_video_file(dehazer, job.source, job.output, video_options, loaded.warnings.append)
+        if job.transmission is not None:
+            loaded.warnings.append(f"{job.source}: no transmission map is saved for videos")
+        return Pending(loaded, None, video.frames > 0)
     if dehazer.post is not None and loaded.tile:
         raise ValueError(
             f"--post {dehazer.post} needs the whole image, and this one is dehazed in "
@@ -155,6 +166,12 @@ def save(job: Job, pending: Pending) -> FileResult:
                 t = t.mean(dim=1, keepdim=True)
             write_image(job.transmission, t, bit_depth=16, gray=True, format="PNG")
     return FileResult(has_t, loaded.tile, tuple(loaded.warnings))
+
+
+def _is_video(path: Path) -> bool:
+    from .video import is_video
+
+    return is_video(path)
 
 
 def _tile_for(size: tuple[int, int], options: FileOptions) -> int:
