@@ -112,3 +112,19 @@ def test_refusals(capsys, tmp_path):
     for bad in (-0.5, math.nan, math.inf, "1", None, True):
         with pytest.raises(StrengthError, match="strength must be"):
             check_strength(bad)
+
+
+def test_fade_falls_with_strength_on_the_sample_photos():
+    """FADE (lower = clearer; hazefree.metrics.fade) falls from S = 0.5 through 1 to 1.5 for the
+    default model on every photo in hazefree/samples."""
+    from hazefree.io import read_image
+    from hazefree.metrics.fade import fade
+
+    photos = sorted(SAMPLES.glob("*.jpg"))
+    assert photos
+    for photo in photos:
+        hazy = read_image(photo).rgb
+        own = Dehazer()(hazy)
+        t_min = Dehazer().model.t_min
+        scores = [fade(recompose(hazy, own.transmission, own.airlight, t_min, s))[0].item() for s in (0.5, 1.0, 1.5)]
+        assert scores[0] > scores[1] > scores[2], (photo.name, scores)
