@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .io.formats import _CONTAINERS, VIDEO_EXTENSIONS, is_video, video_output_extension  # noqa: F401 (re-exported)
 from .io import DEFAULT_MAX_PIXELS, ImageReadError, atomic_write
 
 __all__ = [
@@ -60,16 +61,6 @@ __all__ = [
     "histogram_distance",
 ]
 
-# input extension -> (output extension, muxer)
-_CONTAINERS = {
-    ".mp4": (".mp4", "mp4"),
-    ".m4v": (".m4v", "mp4"),
-    ".mov": (".mov", "mov"),
-    ".mkv": (".mkv", "matroska"),
-    ".avi": (".mkv", "matroska"),
-    ".webm": (".mkv", "matroska"),
-}
-VIDEO_EXTENSIONS: frozenset[str] = frozenset(_CONTAINERS)
 _QUEUE = 4  # frames between two stages
 
 
@@ -123,16 +114,6 @@ class VideoResult(NamedTuple):
     size: tuple[int, int]
     audio: int
     warnings: tuple[str, ...]
-
-
-def is_video(path) -> bool:
-    """True if ``path`` has a video extension (:data:`VIDEO_EXTENSIONS`, any case)."""
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def video_output_extension(path) -> str:
-    """The output extension for a video input: its own, except AVI and WebM -> ".mkv"."""
-    return _CONTAINERS[Path(path).suffix.lower()][0]
 
 
 def histogram_distance(a: Tensor, b: Tensor, bins: int = 32) -> float:

@@ -100,3 +100,27 @@ class RawImage:
     format: str
     path: Path
     icc_profile: bytes | None = None
+
+
+# Video containers (hazefree.video), known here so that finding and naming files needs no video
+# import: input extension -> (output extension, FFmpeg muxer). AVI and WebM cannot hold H.264 with
+# exact timestamps, so their results are written as Matroska.
+_CONTAINERS = {
+    ".mp4": (".mp4", "mp4"),
+    ".m4v": (".m4v", "mp4"),
+    ".mov": (".mov", "mov"),
+    ".mkv": (".mkv", "matroska"),
+    ".avi": (".mkv", "matroska"),
+    ".webm": (".mkv", "matroska"),
+}
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(_CONTAINERS)
+
+
+def is_video(path: PathLike) -> bool:
+    """True if ``path`` has a video extension (:data:`VIDEO_EXTENSIONS`, any case)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def video_output_extension(path: PathLike) -> str:
+    """The output extension for a video input: its own, except AVI and WebM -> ".mkv"."""
+    return _CONTAINERS[Path(path).suffix.lower()][0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .formats import _EXTENSION_FORMATS, IMAGE_EXTENSIONS, ImageReadError, PathLike
+from .formats import _EXTENSION_FORMATS, IMAGE_EXTENSIONS, ImageReadError, PathLike, is_video, video_output_extension
 
 
 def find_images(
@@ -31,7 +31,7 @@ def find_images(
             files = sorted(
                 f
                 for f in candidates
-                if (f.suffix.lower() in IMAGE_EXTENSIONS or _is_video(f))
+                if (f.suffix.lower() in IMAGE_EXTENSIONS or is_video(f))
                 and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 and f.is_file()
                 and not any(f.resolve().is_relative_to(x) for x in excluded)
@@ -53,18 +53,10 @@ def find_images(
     return found
 
 
-def _is_video(path: PathLike) -> bool:
-    from ..video import is_video  # videos (hazefree.video) are found and named beside images
-
-    return is_video(path)
-
-
 def output_extension(input_path: PathLike) -> str:
     """Extension of the output for ``input_path``: its own, except GIF and unknown ones -> ".png"."""
     suffix = Path(input_path).suffix
-    if _is_video(input_path):
-        from ..video import video_output_extension
-
+    if is_video(input_path):
         return video_output_extension(input_path)
     fmt = _EXTENSION_FORMATS.get(suffix.lower())
     return suffix if fmt is not None and fmt != "GIF" else ".png"
