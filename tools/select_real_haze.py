@@ -94,9 +94,11 @@ def main() -> int:
             if not split:
                 bank, _, val_idx = load_training_data(cfg)
                 split.extend((bank, val_idx))
-            row["val_psnr"] = validate_run(net, *split, cfg.data)["val_psnr"]
+            val = validate_run(net, *split, cfg.data)
+            row["val_psnr"] = val["val_psnr"]
+            row["val_groups"] = {k.split(":", 1)[1]: v for k, v in val.items() if k.startswith("val_psnr@group:")}
         rows[name] = row
-        print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "per_photo_fade"), flush=True)
+        print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)), flush=True)
 
     score("input", None, paired=False)
     score("dcp", models.load("dcp").eval())
