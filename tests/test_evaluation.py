@@ -385,6 +385,15 @@ class TestGridAndReport:
         band = px[GRID_GAP + 160:GRID_GAP + 160 + GRID_CAPTION, GRID_GAP:GRID_GAP + tile_w]
         assert (band < 128).any()
 
+    def test_hazy_only_tiles_carry_fade(self, photos):
+        from hazefree.metrics.fade import fade
+
+        res = evaluate(photos, [EvalMethod.from_function("half", lambda x: 0.5 * x)], grid_images=1)
+        hazy = read_image(photos / "hazy" / "p.png").rgb
+        quantised = lambda x: (x * 255.0 + 0.5).floor() / 255.0  # noqa: E731 (as the writer rounds)
+        want_in, want_out = fade(quantised(hazy)).item(), fade(quantised(0.5 * hazy)).item()
+        assert [t.caption for t in res.grid[0]] == [f"hazy, FADE {want_in:.2f} p.png", f"half FADE {want_out:.2f}"]
+
     def test_grid_rows_capped(self, tmp_path):
         tiles = [[Tile(np.zeros((10, 20, 3), np.uint8), "x")] for _ in range(GRID_MAX_ROWS + 5)]
         write_grid(tmp_path / "g.png", tiles, tile_height=10)

@@ -154,3 +154,19 @@ def test_images_too_small_for_fade_get_no_value(tmp_path):
     assert row.clipped_input == pytest.approx(40 / 144)  # the 4 x 10 black block lies inside
     table = no_reference_table(summarize(res.rows), "tiny", ["same"])
     assert "| FADE (lower = less fog) | - | - |" in table
+
+
+def test_fade_table_means_clipping_and_wins_against_the_reference():
+    from hazefree.evaluation import Row, fade_table
+
+    def row(image, method, fade_in, fade_out, clipped):
+        return Row("photos", image, method, None, None, None, fade_input=fade_in, fade_output=fade_out,
+                   clipped_input=0.0, clipped_output=clipped)
+
+    rows = [row("a", "dcp", 2.0, 1.0, 0.001), row("a", "ours", 2.0, 0.8, 0.003),
+            row("b", "dcp", 3.0, 1.2, 0.001), row("b", "ours", 3.0, 1.4, 0.001),
+            row("c", "dcp", 1.0, 0.5, 0.004), row("c", "ours", 1.0, 0.4, 0.002)]
+    table = fade_table(rows, ["dcp", "ours"], "dcp")
+    body = table.splitlines()[2]
+    # inputs (2 + 3 + 1) / 3 = 2.000; dcp 0.900 / 0.20 %; ours 0.867 / 0.20 %, clearer on a and c
+    assert body == "| photos (3) | 2.000 | 0.900 / 0.20 % | 0.867 / 0.20 %, clearer on 2/3 |"

@@ -46,6 +46,7 @@ from .scoring import DatasetResult, evaluate
 from .tables import (
     SCORES,
     dataset_table,
+    fade_table,
     haze_table,
     markdown_table,
     no_reference_table,
@@ -72,6 +73,7 @@ __all__ = [
     "summarize",
     "dataset_table",
     "markdown_table",
+    "fade_table",
     "haze_table",
     "no_reference_table",
     "SCORES",

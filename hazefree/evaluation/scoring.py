@@ -82,7 +82,7 @@ def evaluate(
         fade_in, clipped_in = fade_or_none(hazy_scored), clipped_share(hazy_scored).item()
         tiles = None
         if k < grid_images:
-            caption = f"hazy {item.name}" if target is not None else f"hazy, haze {haze_in:.3f} {item.name}"
+            caption = f"hazy {item.name}" if target is not None else f"hazy, {_fade_caption(fade_in)} {item.name}"
             tiles = [Tile(_resize_to_height(_to_uint8(hazy), tile_height), caption)]
         for m in methods:
             t0 = time.perf_counter()
@@ -101,10 +101,15 @@ def evaluate(
             rows.append(Row(ds.name, item.name, m.label, p, s, seconds, haze_in, haze_out,
                             fade_in, fade_or_none(pred), clipped_in, clipped_share(pred).item()))
             if tiles is not None:
-                score = f"{p:.2f} dB" if p is not None else f"haze {haze_out:.3f}"
+                score = f"{p:.2f} dB" if p is not None else _fade_caption(rows[-1].fade_output)
                 tiles.append(Tile(_resize_to_height(_to_uint8(out), tile_height), f"{m.label} {score}"))
         if tiles is not None:
             if target is not None:
                 tiles.append(Tile(_resize_to_height(_to_uint8(clear), tile_height), "ground truth"))
             grid.append(tiles)
     return DatasetResult(ds, rows, grid)
+
+
+def _fade_caption(value: float | None) -> str:
+    """A tile's no-reference caption: its FADE (lower is clearer), or why there is none."""
+    return "FADE n/a (< 16 px)" if value is None else f"FADE {value:.2f}"

@@ -135,6 +135,35 @@ def win_table(rows: Iterable[Row], methods: Sequence[str], references: Sequence[
     return _md(["dataset", *(f"{m} vs {ref}" for m, ref in pairs)], body)
 
 
+def fade_table(rows: Iterable[Row], methods: Sequence[str], reference: str) -> str:
+    """Real photos, one row per dataset: mean FADE of the inputs, then per method its mean FADE, its
+    mean clipped-pixel share and on how many photos its FADE is below ``reference``'s (clearer)."""
+    fade: dict[tuple[str, str], dict[str, float]] = {}
+    clipped: dict[tuple[str, str], list[float]] = {}
+    inputs: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r.fade_output is None or r.fade_input is None:
+            continue
+        fade.setdefault((r.dataset, r.method), {})[r.image] = r.fade_output
+        clipped.setdefault((r.dataset, r.method), []).append(r.clipped_output or 0.0)
+        inputs.setdefault(r.dataset, {})[r.image] = r.fade_input
+    body = []
+    for d, by_image in inputs.items():
+        cells = []
+        for m in methods:
+            ours, theirs = fade.get((d, m), {}), fade.get((d, reference), {})
+            if not ours:
+                cells.append("-")
+                continue
+            cell = f"{statistics.fmean(ours.values()):.3f} / {100 * statistics.fmean(clipped[d, m]):.2f} %"
+            if m != reference and theirs:
+                common = [i for i in ours if i in theirs]
+                cell += f", clearer on {sum(ours[i] < theirs[i] for i in common)}/{len(common)}"
+            cells.append(cell)
+        body.append([f"{d} ({len(by_image)})", f"{statistics.fmean(by_image.values()):.3f}", *cells])
+    return _md(["dataset (n)", "hazy input", *methods], body)
+
+
 def haze_table(summary: Mapping[tuple[str, str], dict], methods: Sequence[str]) -> str:
     """Haze density (mean ± std) of the inputs and of each method's outputs, one row per dataset."""
     datasets = list(dict.fromkeys(d for d, _ in summary))
