@@ -17,7 +17,9 @@ The rule was fixed before stage 9 ran (configs/guided-pix2pix-stage9.yaml). A su
 strengths chosen goes to ``OUT/targets.json``, and each target's airlight to ``OUT/airlights.json``
 (:func:`hazefree.data.write_airlights`), which the trainer's airlight loss reads (stage 9b).
 
-    python tools/real_haze_targets.py ../shared/data/train/real_unpaired runs/real_targets
+    git show 86643e2:hazefree/weights/guided-pix2pix.safetensors > runs/stage8b.safetensors
+    python tools/real_haze_targets.py ../shared/data/train/real_unpaired runs/real_targets \
+        --weights runs/stage8b.safetensors
 """
 
 from __future__ import annotations
@@ -30,19 +32,14 @@ from pathlib import Path
 import torch
 
 from hazefree.data import split_unpaired, write_airlights
+from hazefree.evaluation.no_reference import clipped_share
 from hazefree.io import read_image, write_image
-from hazefree.models import load
+from hazefree.models import load, load_file
 from hazefree.physics import remove_haze
 
 STRENGTHS = (1.5, 1.25, 1.0)
 MAX_EXTRA_CLIPPED = 0.002
 T_MIN = 0.1
-
-
-def clipped_share(image: torch.Tensor) -> torch.Tensor:
-    """Share of pixels black or white in all three channels after 8-bit rounding, per image."""
-    q = (image * 255.0 + 0.5).floor()
-    return ((q <= 0).all(1) | (q >= 255).all(1)).flatten(1).float().mean(1)
 
 
 def teacher(hazy: torch.Tensor, model: torch.nn.Module, dcp: torch.nn.Module) -> tuple[torch.Tensor, float, torch.Tensor]:
@@ -65,6 +62,8 @@ def main() -> int:
     ap.add_argument("out", type=Path, help="output folder (hazy/ and clear/ are written)")
     ap.add_argument("--holdout", type=float, default=0.15, help="held-out share, never written (0.15)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the held-out split (0)")
+    ap.add_argument("--weights", help="the guided-pix2pix weights whose t the teacher takes (default: the "
+                    "shipped file; stage 9 used stage 8b's, commit 86643e2)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     try:
@@ -72,7 +71,8 @@ def main() -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model, dcp = load("guided-pix2pix").eval(), load("dcp").eval()
+    model = (load_file(args.weights, model="guided-pix2pix") if args.weights else load("guided-pix2pix")).eval()
+    dcp = load("dcp").eval()
     (args.out / "hazy").mkdir(parents=True, exist_ok=True)
     (args.out / "clear").mkdir(parents=True, exist_ok=True)
     chosen, airlights = {}, {}

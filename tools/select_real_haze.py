@@ -30,8 +30,8 @@ import torch
 from _common import run_tool
 from hazefree import models
 from hazefree.data import split_unpaired
+from hazefree.evaluation.no_reference import clipped_share
 from hazefree.io import read_image
-from real_haze_targets import clipped_share  # tools/ (scripts run from this folder)
 from hazefree.metrics.fade import fade
 from hazefree.training.config import load_config
 from hazefree.training.validation import load_training_data, validate_run
