@@ -228,7 +228,9 @@ class TestCommandLine:
     def test_train_rejects_a_bad_factor(self, tmp_path, capsys):
         data = make_paired_dataset(tmp_path / "data", 2, 40)
         code = cli.main(["train", "aod-net", "--ddu", "1", "--data", str(data), "--out", str(tmp_path / "run")])
-        assert code != 0 and "ddu must be an integer downsampling factor >= 2" in capsys.readouterr().err
+        # refused by the config check, before any data is read or the run folder is made
+        assert code != 0 and "ddu must be >= 2, got 1" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
 
 
 def test_training_end_to_end(tmp_path):
