@@ -66,7 +66,7 @@ def _run(tmp_path: Path, bild: bool, processes: int) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return [torch.load(out / f"rank{r}-of-{processes}.pt") for r in range(processes)]
+    return [torch.load(out / f"rank{r}-of-{processes}.pt", weights_only=True) for r in range(processes)]
 
 
 def _same(a: dict, b: dict) -> bool:
