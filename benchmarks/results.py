@@ -55,6 +55,11 @@ PAIRED_SETS = ("sots_indoor", "sots_outdoor", "reside_outdoor_2levels", "ohaze",
 REAL_SETS = ("hsts_real", "rtts", "real_hazy_classic")
 INPUT_LABEL = "hazy input"
 REFERENCE_LABEL = "dcp"  # the baseline every learned model is compared with, image by image
+FADE_NOTE = (
+    "Real hazy photos without ground truth: mean FADE (Choi et al. 2015; lower = less fog) / mean share "
+    "of clipped pixels (black or white in all three channels), and on how many photos the output's FADE "
+    f"is below {REFERENCE_LABEL}'s."
+)
 
 
 def robustness_block(paired: Sequence[DatasetResult], labels: Sequence[str]) -> str:
@@ -127,9 +132,14 @@ def build_report(paired: Sequence[DatasetResult], real: Sequence[DatasetResult],
             "",
             haze_table(summarize(r for res in real for r in res.rows), [x for x in labels if x != INPUT_LABEL]),
             "",
+            FADE_NOTE,
+            "",
+            fade_table([r for res in real for r in res.rows], [x for x in labels if x != INPUT_LABEL],
+                       REFERENCE_LABEL),
+            "",
         ]
         if grid_name:
-            parts += [f"![hazy | each method, haze density under each tile]({grid_name})", ""]
+            parts += [f"![hazy | each method, FADE under each tile]({grid_name})", ""]
     mapping = ", ".join(f"`{ours}` ~ {theirs}" for ours, theirs in PAPER_DATASETS.items())
     parts += [
         "## Published values: Ma et al. 2021, Table I (the paper's, not ours)",
@@ -171,9 +181,7 @@ def readme_block(paired: Sequence[DatasetResult], labels: Sequence[str], protoco
     if real:
         parts += [
             "",
-            "Real hazy photos without ground truth: mean FADE (Choi et al. 2015; lower = less fog) / mean "
-            "share of clipped pixels (black or white in all three channels), and on how many photos the "
-            f"output's FADE is below {REFERENCE_LABEL}'s.",
+            FADE_NOTE,
             "",
             fade_table([r for res in real for r in res.rows], [x for x in labels if x != INPUT_LABEL],
                        REFERENCE_LABEL),
