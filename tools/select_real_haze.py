@@ -41,12 +41,12 @@ FADE_FACTOR = 0.85
 
 
 def real_scores(dehaze, photos: list[torch.Tensor]) -> dict[str, list[float]]:
-    """Per-photo FADE and clipped share of ``dehaze(photo)`` (None: the photo itself), 8-bit quantised."""
+    """Per-photo FADE and clipped share of ``dehaze(photo)`` (None: the photo itself); both measures
+    quantise to 8 bits as the writer does, so they score the file that would be written."""
     out: dict[str, list[float]] = {"fade": [], "clipped": []}
     with torch.no_grad():
         for photo in photos:
-            result = photo if dehaze is None else dehaze(photo).clear.clamp(0.0, 1.0)
-            result = (result * 255.0 + 0.5).floor() / 255.0
+            result = photo if dehaze is None else dehaze(photo).clear
             out["fade"].append(float(fade(result)[0]))
             out["clipped"].append(float(clipped_share(result)[0]))
     return out
