@@ -220,6 +220,34 @@ class TestWeights:
             Trainer(_run_cfg(tmp_path, bild={"input": "clear"}), progress=False)
 
 
+class TestValSources:
+    def test_dv_from_carved_training_scenes(self, tmp_path):
+        """D_v = whole training scenes of the named sources, out of D_t; the validation split untouched."""
+        trusted = make_paired_dataset(tmp_path / "trusted", 10, 40, first=100)
+        other = make_paired_dataset(tmp_path / "other", 6, 40, seed=1, first=300)
+        data = {"paired": [str(trusted), str(other)], "rerender_per_pair": 2, "val_fraction": 0.2}
+        cfg = _run_cfg(tmp_path, data=data, bild={"val_sources": ["trusted"], "val_share": 0.25})
+        plain = Trainer(_run_cfg(tmp_path, data=data, bild={"enabled": False}), progress=False)
+        tr = Trainer(cfg, progress=False)
+        bank = tr.bank
+        scene = lambda i: (bank.sources[i], bank.names[i].split("_")[0])  # noqa: E731
+        assert tr.val_idx == plain.val_idx  # the judge's split is the same with and without BILD
+        dv = tr.bild.val_batches.indices
+        assert dv and all(Path(bank.sources[i]).name == "trusted" and not bank.rerendered[i] for i in dv)
+        carved = {scene(i) for i in dv}
+        assert len(carved) == 2  # 25 % of the 8 training scenes of "trusted" (2 of its 10 are validation)
+        # D_t lost exactly the carved scenes, re-renders included, and nothing else
+        assert set(tr.sampler.indices) == {i for i in plain.sampler.indices if scene(i) not in carved}
+        assert not carved & {scene(i) for i in tr.val_idx}
+
+    def test_unknown_source_is_named(self, tmp_path):
+        with pytest.raises(ValueError, match="names no training source: nope"):
+            Trainer(_run_cfg(tmp_path, bild={"val_sources": ["nope"]}), progress=False)
+        with pytest.raises(ValueError, match="both name BILD's D_v"):
+            Trainer(_run_cfg(tmp_path, bild={"val_sources": ["data"], "val_data": str(tmp_path / "data")}),
+                    progress=False)
+
+
 class TestCheckpoints:
     @pytest.mark.parametrize("inp", ["pair", "hazy"])
     def test_resume_matches_uninterrupted(self, tmp_path, inp):

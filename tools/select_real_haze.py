@@ -11,8 +11,11 @@ for the shipped model, DCP and the input itself:
 
 Then the rule of ``configs/guided-pix2pix-stage9.yaml`` (the constants below): feasible checkpoints
 keep ``val_psnr >= --min-psnr`` and clipped share <= 0.5 %; each run's choice is its feasible checkpoint
-with the lowest mean FADE; the better choice ships iff its FADE <= 0.85 x the shipped model's. Writes
-every score to ``--json`` and prints a table and the verdict.
+with the lowest mean FADE; the better choice ships iff its FADE <= ``--factor`` (0.85) x the shipped
+model's. With ``--bild-runs`` (stage 10, issue #25 part 3) those runs form the BILD arm and the
+others the plain arm, compared at each run's last checkpoint: BILD wins iff its mean val_psnr is
+>= plain's + 0.10 dB and its mean FADE <= 1.02 x plain's. Writes every score to ``--json`` and
+prints a table and the verdict.
 
     python tools/select_real_haze.py configs/guided-pix2pix-stage9.yaml runs/guided-pix2pix-stage9 \\
         runs/guided-pix2pix-stage9-seed1 --json runs/stage9_selection.json
@@ -37,7 +40,8 @@ from hazefree.training.config import load_config
 from hazefree.training.validation import load_training_data, validate_run
 
 MAX_CLIPPED = 0.005
-FADE_FACTOR = 0.85
+BILD_MIN_GAIN_DB = 0.10
+BILD_MAX_FADE_RATIO = 1.02
 
 
 def real_scores(dehaze, photos: list[torch.Tensor]) -> dict[str, list[float]]:
@@ -52,6 +56,18 @@ def real_scores(dehaze, photos: list[torch.Tensor]) -> dict[str, list[float]]:
     return out
 
 
+def compare_arms(rows: dict[str, dict], candidates: dict[str, list[str]], bild: set[str]) -> dict:
+    """Stage 10's BILD-against-plain rule on each run's last checkpoint (module docstring)."""
+    arms: dict[str, list[dict]] = {"bild": [], "plain": []}
+    for run, names in candidates.items():
+        arms["bild" if run in bild else "plain"].append(rows[max(names)])
+    mean = {arm: {k: sum(r[k] for r in rs) / len(rs) for k in ("val_psnr", "fade")} for arm, rs in arms.items()}
+    gain = mean["bild"]["val_psnr"] - mean["plain"]["val_psnr"]
+    ratio = mean["bild"]["fade"] / mean["plain"]["fade"]
+    return {"means": mean, "psnr_gain_db": gain, "fade_ratio": ratio,
+            "bild_wins": gain >= BILD_MIN_GAIN_DB and ratio <= BILD_MAX_FADE_RATIO}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", help="the runs' config (its validation split and metric)")
@@ -60,6 +76,9 @@ def main() -> int:
     ap.add_argument("--holdout", type=float, default=0.15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-psnr", type=float, default=20.40, help="feasible val_psnr (stage 8b's 20.70 - 0.3)")
+    ap.add_argument("--factor", type=float, default=0.85, help="ship iff FADE <= factor x the shipped model's")
+    ap.add_argument("--bild-runs", type=Path, nargs="*", default=[],
+                    help="runs (also candidates) that form the BILD arm against the other runs (stage 10)")
     ap.add_argument("--json", type=Path, help="write every score here")
     ap.add_argument("--cached", type=Path, nargs="*", default=[],
                     help="earlier --json files of this tool: their scores are reused, not recomputed")
@@ -104,7 +123,7 @@ def main() -> int:
     score("dcp", models.load("dcp").eval())
     score("shipped", models.load("guided-pix2pix").eval())
     candidates: dict[str, list[str]] = {}
-    for run in args.runs:
+    for run in [*args.runs, *args.bild_runs]:
         for ckpt in sorted((run / "checkpoints").glob("step_*")):
             name = f"{run.name}/{ckpt.name}"
             score(name, models.load_file(ckpt / "ema.safetensors", model=cfg.model, **cfg.model_options).eval())
@@ -122,11 +141,13 @@ def main() -> int:
     if choices:
         best = min(choices.values(), key=lambda n: rows[n]["fade"])
         verdict["best"] = best
-        verdict["ship"] = rows[best]["fade"] <= FADE_FACTOR * rows["shipped"]["fade"]
+        verdict["ship"] = rows[best]["fade"] <= args.factor * rows["shipped"]["fade"]
         verdict["issue_bar"] = {
             "fade_le_dcp": rows[best]["fade"] <= rows["dcp"]["fade"],
             "clearer_than_dcp": f"{rows[best]['clearer_than_dcp']} of {len(photos)}",
         }
+    if args.bild_runs:
+        verdict["bild_vs_plain"] = compare_arms(rows, candidates, {r.name for r in args.bild_runs})
     print(f"\n{len(photos)} held-out photos; DCP FADE {rows['dcp']['fade']:.4f}, shipped {rows['shipped']['fade']:.4f}")
     print("| weights | val_psnr | FADE | clipped % | clearer than DCP |")
     print("|---|---:|---:|---:|---:|")

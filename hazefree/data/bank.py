@@ -184,19 +184,22 @@ class PairBank:
         source must be named.
         """
         if not isinstance(val_fraction, Mapping):
-            return self._split_scenes(range(len(self)), val_fraction, seed)
+            return self.split_scenes(range(len(self)), val_fraction, seed)
         groups = self.by_source(range(len(self)))
         labels = source_labels(groups)
         check_every_source_named(labels.values(), val_fraction, "val_fraction by source", "source")
         train: list[int] = []
         val: list[int] = []
         for src, indices in groups.items():
-            t, v = self._split_scenes(indices, val_fraction[labels[src]], seed)
+            t, v = self.split_scenes(indices, val_fraction[labels[src]], seed)
             train += t
             val += v
         return train, val
 
-    def _split_scenes(self, indices: Iterable[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    def split_scenes(self, indices: Iterable[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+        """``indices`` split (train, val) by scene (the name up to its first ``_``: a RESIDE scene id
+        and its re-renders stay together); ``val_fraction`` of the scenes, at least one and at most
+        all but one, drawn from ``seed``."""
         groups: dict[str, list[int]] = {}
         for i in indices:
             groups.setdefault(self.names[i].split("_", 1)[0], []).append(i)

@@ -107,6 +107,11 @@ class BildConfig:
     lr: float = 1e-3  # Adam learning rate of the reweighting network (constant)
     # a separate folder of trusted pairs for the outer objective; None = the run's validation split
     val_data: str | None = None
+    # or D_v = a share ``val_share`` of the *training* split's scenes of these sources (folder names),
+    # taken out of D_t (their benchmark images serve as D_v, their re-renders are dropped), so that
+    # the run's validation split stays untouched by BILD and can judge it (issue #25, part 3)
+    val_sources: list[str] | None = None
+    val_share: float = 0.2
     val_batch: int | None = None  # validation crops per step; None = batch_size
     weights_every: int | None = None  # patch_weights.csv rows every N steps; None = log_every
     # "fast": R_i's data part by a central difference along the validation gradient (about 2 plain
@@ -253,7 +258,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "optim.lr_decay": (lambda v: 0 < v <= 1, "in (0, 1]"), "optim.lr_decay_every": _POSITIVE,
     "optim.grad_clip": _POSITIVE,
     "bild.alpha": _NON_NEGATIVE, "bild.width": _POSITIVE, "bild.lr": _POSITIVE, "bild.val_batch": _POSITIVE,
-    "bild.weights_every": _POSITIVE, "bild.input": (lambda v: v in ("pair", "hazy"), "pair or hazy"),
+    "bild.weights_every": _POSITIVE, "bild.val_share": _OPEN_FRACTION, "bild.input": (lambda v: v in ("pair", "hazy"), "pair or hazy"),
 }
 
 

@@ -29,18 +29,41 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def bild_validation_batches(cfg: TrainConfig, bank: PairBank, val_idx: list[int]) -> CropSampler:
-    """D_v for BILD's outer objective: crops of ``bild.val_data``'s pairs, else of the run's
-    validation split (whole scenes held out of training). Batch k depends on (seed, k, rank) only."""
+def bild_split(cfg: TrainConfig, bank: PairBank, train_idx: list[int], val_idx: list[int]) -> tuple[list[int], CropSampler]:
+    """(D_t, D_v) for BILD: the training indices that remain, and crops of D_v for the outer objective.
+
+    D_v is ``bild.val_data``'s pairs; or ``bild.val_share`` of the training split's scenes from
+    ``bild.val_sources`` (whole scenes, :meth:`PairBank.split`'s grouping), whose benchmark images
+    form D_v and which leave D_t with their re-renders; else the run's validation split (whole
+    scenes held out of training). Batch k of D_v depends on (seed, k, rank) only."""
     b = cfg.bild
-    if b.val_data is not None:
+    if b.val_data is not None and b.val_sources is not None:
+        raise ValueError("bild.val_data and bild.val_sources both name BILD's D_v: give one")
+    if b.val_sources is not None:
+        labels = source_labels(dict.fromkeys(bank.sources))
+        unknown = sorted(set(b.val_sources) - set(labels.values()))
+        if unknown:
+            raise ValueError(f"bild.val_sources names no training source: {', '.join(unknown)} "
+                             f"(sources: {', '.join(sorted(set(labels.values())))})")
+        wanted = set(b.val_sources)
+        carved: list[int] = []
+        seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+        for src, indices in bank.by_source(train_idx).items():
+            if labels[src] in wanted:
+                carved += bank.split_scenes(indices, b.val_share, seed)[1]
+        out = set(carved)
+        train_idx = [i for i in train_idx if i not in out]
+        val_idx = [i for i in carved if not bank.rerendered[i]]
+        if not val_idx:
+            raise ValueError(f"bild.val_sources {b.val_sources}: no training scenes left for D_v")
+    elif b.val_data is not None:
         bank = PairBank(find_pairs(b.val_data, cfg.data.pair_pattern).pairs, max_side=cfg.data.max_side,
                         allow_size_mismatch=cfg.data.allow_size_mismatch, skip_bad=cfg.data.skip_bad)
         val_idx = list(range(len(bank)))
     elif not val_idx:
         raise ValueError("BILD needs validation pairs: set data.val_fraction > 0 (--val-fraction) or --val-data DIR")
-    return CropSampler(bank, val_idx, cfg.data.crop, b.val_batch or cfg.batch_size, cfg.seed + 1,
-                       tuple(cfg.data.scale_range))
+    return train_idx, CropSampler(bank, val_idx, cfg.data.crop, b.val_batch or cfg.batch_size, cfg.seed + 1,
+                                  tuple(cfg.data.scale_range))
 
 
 class Trainer:
@@ -72,13 +95,16 @@ class Trainer:
             for k, o in self.objective.optimizers().items()
         }
         self.bank, train_idx, self.val_idx = load_training_data(cfg)
+        dv = None
+        if cfg.bild.enabled:
+            train_idx, dv = bild_split(cfg, self.bank, train_idx, self.val_idx)
         self.sampler = CropSampler(self.bank, train_idx, cfg.data.crop, cfg.batch_size, cfg.seed,
                                    tuple(cfg.data.scale_range), channel_shuffle=cfg.data.channel_shuffle,
                                    balance_sources=cfg.data.balance_sources,
                                    source_weights=cfg.data.source_weights or None)
         self.bild: Bild | None = None
         if cfg.bild.enabled:
-            self.bild = Bild(self.objective, cfg, bild_validation_batches(cfg, self.bank, self.val_idx), self.world)
+            self.bild = Bild(self.objective, cfg, dv, self.world)
         self.ema: AveragedModel | None = None
         if cfg.ema_decay is not None:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
