@@ -45,13 +45,16 @@ def _synthetic_scenes(n: int, size: int, seed: int) -> list[tuple[Array, Array]]
     return out
 
 
-def _folder_scenes(root: str, n: int, size: int) -> list[tuple[Array, Array]]:
+def _folder_scenes(root: str, n: int, size: int, offset: int = 0) -> list[tuple[Array, Array]]:
+    """The first ``n`` scenes after the first ``offset`` (sorted file order), one hazy image each."""
     seen, out = set(), []
     for pair in find_pairs(root, warn=False).pairs:
         scene = pair.hazy.stem.split("_", 1)[0]
         if scene in seen:
             continue
         seen.add(scene)
+        if len(seen) <= offset:
+            continue
         h, c = (np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BICUBIC)) / 255.0
                 for p in (pair.hazy, pair.clear))
         out.append((h, c))
@@ -70,11 +73,13 @@ def _save(root: Path, scenes: list[tuple[Array, Array]], first: int) -> None:
         Image.fromarray((np.clip(c, 0, 1) * 255).round().astype(np.uint8)).save(root / "clear" / f"{first + k}.png")
 
 
-def build_folders(out: Path, source: str, n_train: int, n_val: int, size: int, corruption: str, seed: int):
+def build_folders(out: Path, source: str, n_train: int, n_val: int, size: int, corruption: str, seed: int,
+                  offset: int = 0):
     """Folders ``train`` (a third corrupted), ``train_clean`` (the clean scenes only), ``val``;
-    returns the names of the corrupted hazy files."""
+    returns the names of the corrupted hazy files. ``offset`` skips a folder's first scenes (development
+    runs on scenes that the judged benchmarks, offset 0, do not use)."""
     scenes = (_synthetic_scenes(n_train + n_val, size, seed) if source == "synthetic"
-              else _folder_scenes(source, n_train + n_val, size))
+              else _folder_scenes(source, n_train + n_val, size, offset))
     train, val = scenes[:n_train], scenes[n_train:]
     rng = np.random.default_rng(seed + 1)
     bad = set(rng.permutation(n_train)[: n_train // 3].tolist())
@@ -97,7 +102,7 @@ def build_folders(out: Path, source: str, n_train: int, n_val: int, size: int, c
 def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     corrupted = build_folders(out / "data", args.source, args.train_scenes, args.val_scenes, args.size,
-                              args.corruption, args.seed)
+                              args.corruption, args.seed, args.scene_offset)
     common = [f"steps={args.steps}", f"seed={args.seed}", f"data.crop={args.crop}", f"batch_size={args.batch}",
               "data.val_fraction=0", "data.scale_range=[1.0, 1.0]", f"val_every={args.steps}",
               f"checkpoint_every={args.steps}", "log_every=1", f"threads={args.threads}",
@@ -145,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="aod-net")
     p.add_argument("--train-scenes", type=int, default=24)
     p.add_argument("--val-scenes", type=int, default=6)
+    p.add_argument("--scene-offset", type=int, default=0,
+                   help="skip the folder's first scenes (development runs off the judged scenes)")
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--crop", type=int, default=48)
     p.add_argument("--batch", type=int, default=8)

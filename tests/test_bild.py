@@ -248,21 +248,57 @@ class TestValSources:
                     progress=False)
 
 
+class TestMemory:
+    def test_evidence_is_the_shrunk_mean_of_centred_parts(self):
+        from hazefree.training.bild import ImageEvidence
+
+        ev = ImageEvidence(5, prior=2.0)
+        batches = [([0, 1, 2], [1.0, 2.0, 6.0]), ([2, 2, 4], [0.5, -0.5, 3.0]), ([0, 3, 4], [-1.0, 0.0, 1.0])]
+        seen: dict[int, list[float]] = {}
+        for idx, part in batches:
+            ev.add(torch.tensor(idx), torch.tensor(part))
+            centre = sum(part) / len(part)
+            for i, p in zip(idx, part):
+                seen.setdefault(i, []).append(p - centre)
+        want = [sum(seen.get(i, [])) / (len(seen.get(i, [])) + 2.0) for i in range(5)]
+        torch.testing.assert_close(ev.mean(torch.arange(5)), torch.tensor(want))
+
+    def test_weights_follow_the_evidence(self, tmp_path):
+        """With f_phi at its start (zero scores), the weights are softmax(-m / alpha) of the images' means."""
+        cfg = _run_cfg(tmp_path, steps=1, bild={"memory": True, "alpha": 0.5, "memory_prior": 1.0})
+        tr = Trainer(cfg, progress=False)
+        batch = tr.sampler.batch(0)
+        idx = batch["index"]
+        tr.bild.memory.add(idx, torch.linspace(-1.0, 1.0, len(idx)))
+        got = tr.bild.log_weights(batch).exp().detach()
+        m = {}
+        for i, v in zip(idx.tolist(), torch.linspace(-1.0, 1.0, len(idx)).tolist()):
+            m.setdefault(i, []).append(v)  # the parts' mean is 0, so centring leaves them
+        score = torch.tensor([-sum(m[i]) / (len(m[i]) + 1.0) / 0.5 for i in idx.tolist()])
+        torch.testing.assert_close(got, torch.softmax(score, 0))
+        assert got[0] > got[-1]  # the image whose patch hurt the validation loss most weighs least
+
+    def test_needs_positive_alpha(self, tmp_path):
+        with pytest.raises(ValueError, match="alpha > 0"):
+            Trainer(_run_cfg(tmp_path, bild={"memory": True, "alpha": 0.0}), progress=False)
+
+
 class TestCheckpoints:
-    @pytest.mark.parametrize("inp", ["pair", "hazy"])
-    def test_resume_matches_uninterrupted(self, tmp_path, inp):
-        full = _run_cfg(tmp_path, steps=6, out=str(tmp_path / "full"), bild={"input": inp})
+    @pytest.mark.parametrize("inp,memory", [("pair", False), ("hazy", False), ("pair", True)])
+    def test_resume_matches_uninterrupted(self, tmp_path, inp, memory):
+        bild = {"input": inp, "memory": memory} | ({"every": 1} if memory else {})
+        full = _run_cfg(tmp_path, steps=6, out=str(tmp_path / "full"), bild=bild)
         Trainer(full, progress=False).fit()
-        part = _run_cfg(tmp_path, steps=4, out=str(tmp_path / "part"), bild={"input": inp})
+        part = _run_cfg(tmp_path, steps=4, out=str(tmp_path / "part"), bild=bild)
         Trainer(part, progress=False).fit()
         with open(Path(part.out) / "patch_weights.csv", "a") as fh:  # a row a killed run wrote after step 4
             fh.write("5,100_1.png,0,0,32,32,0.5\n5,10")
-        rest = _run_cfg(tmp_path, steps=6, out=str(tmp_path / "part"), bild={"input": inp})
+        rest = _run_cfg(tmp_path, steps=6, out=str(tmp_path / "part"), bild=bild)
         torch.manual_seed(999)
         tr = Trainer(rest, resume=True, progress=False)
         assert tr.step == 4
         tr.fit()
-        for name in ("model", "reweighter"):
+        for name in ("model", "reweighter") + (("reweighter_memory",) if memory else ()):
             ref = load_weights(Path(full.out) / "checkpoints" / "step_0000006" / f"{name}.safetensors")[0]
             got = load_weights(Path(rest.out) / "checkpoints" / "step_0000006" / f"{name}.safetensors")[0]
             for k in ref:
@@ -314,8 +350,8 @@ def test_noisy_labels_short(tmp_path):
     spec = importlib.util.spec_from_file_location("bild_noisy_labels", REPO / "benchmarks" / "bild_noisy_labels.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    args = Namespace(source="synthetic", corruption="noise", model="aod-net", train_scenes=12, val_scenes=3,
-                     size=40, crop=32, batch=8, steps=30, lr=1e-3, alpha=0.5, input="pair", seed=0, threads=1,
+    args = Namespace(source="synthetic", scene_offset=0, corruption="noise", model="aod-net", train_scenes=12,
+                     val_scenes=3, size=40, crop=32, batch=8, steps=30, lr=1e-3, alpha=0.5, input="pair", seed=0, threads=1,
                      set=["bild.every=1"], out=str(tmp_path), runs=["bild"])
     result = bench.run(args)
     assert result["weight_ratio_corrupted_to_clean"] < 0.6, result

@@ -81,7 +81,7 @@ from torch.func import functional_call
 from .config import TrainConfig
 from .objectives import Objective
 
-__all__ = ["PatchReweighter", "Bild", "BildStep", "reweighter_input"]
+__all__ = ["PatchReweighter", "ImageEvidence", "Bild", "BildStep", "reweighter_input"]
 
 
 class _ResidualBlock(nn.Module):
@@ -117,6 +117,37 @@ class PatchReweighter(nn.Module):
         return self.fc(self.features(x).mean(dim=(2, 3))).squeeze(1)
 
 
+class ImageEvidence(nn.Module):
+    """Per training image, the running mean of its patches' normalised data part of R_i
+    (``bild.memory``; a deviation from the paper, docs/bild.md).
+
+    At one batch's optimum of the outer objective, log w_i = const - R_i^data / alpha (the entropy
+    term's stationary point). One batch's R_i^data is noisy (unit spread by construction); its mean
+    over every batch an image has appeared in is not, so the score added to f_phi's is that
+    optimum, averaged over time: -m_i / alpha, with m_i = sum of the image's centred, normalised
+    data parts / (its count + ``prior``): shrunk towards 0 (uniform) while an image has been seen
+    only a few times. Buffers, so they are checkpointed with the reweighter.
+    """
+
+    def __init__(self, n_images: int, prior: float) -> None:
+        super().__init__()
+        if prior <= 0:
+            raise ValueError(f"bild.memory_prior must be > 0, got {prior}")
+        self.prior = prior
+        self.register_buffer("total", torch.zeros(n_images, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros(n_images, dtype=torch.float64))
+
+    def mean(self, index: Tensor) -> Tensor:
+        """m_i of the images ``index`` (N), as float32."""
+        return (self.total[index] / (self.count[index] + self.prior)).float()
+
+    def add(self, index: Tensor, data_part: Tensor) -> None:
+        """Count one batch: ``data_part`` (N) is R_i^data / s, centred here over the batch."""
+        centred = (data_part - data_part.mean()).double()
+        self.total.index_add_(0, index, centred)
+        self.count.index_add_(0, index, torch.ones_like(centred))
+
+
 def reweighter_input(batch: dict[str, Tensor], kind: str) -> Tensor:
     """What f_phi sees: the (hazy, clear) pair as 6 channels, or the hazy patch alone."""
     if kind == "pair":
@@ -137,6 +168,13 @@ class BildStep(NamedTuple):
     scale: float
     val_loss: float
     refreshed: bool = True
+
+
+def _index(batch: dict[str, Tensor]) -> Tensor:
+    """The batch's training-image indices (the crop sampler's ``index``), which ``bild.memory`` needs."""
+    if "index" not in batch:
+        raise ValueError("bild.memory needs the batch's image indices (batch['index'])")
+    return batch["index"].long()
 
 
 def _ess(w: Tensor) -> float:
@@ -165,7 +203,8 @@ def temper(scores: Tensor, share: float, iters: int = 50) -> float:
 class Bild:
     """The outer loop around a run's objective; see the module docstring."""
 
-    def __init__(self, objective: Objective, cfg: TrainConfig, val_batches, world: int = 1) -> None:
+    def __init__(self, objective: Objective, cfg: TrainConfig, val_batches, world: int = 1,
+                 n_images: int | None = None) -> None:
         b = cfg.bild
         if b.alpha < 0:
             raise ValueError(f"bild.alpha must be >= 0, got {b.alpha}")
@@ -184,15 +223,25 @@ class Bild:
         self.val_batches, self.world = val_batches, world
         self._last_scale, self._last_val_loss = 1.0, float("nan")
         self.net = PatchReweighter(6 if b.input == "pair" else 3, b.width)
+        self.memory: ImageEvidence | None = None
+        if b.memory:
+            if n_images is None:
+                raise ValueError("bild.memory needs the number of training images")
+            if self.alpha <= 0:
+                raise ValueError("bild.memory needs bild.alpha > 0 (its scores are -m_i / alpha)")
+            self.memory = ImageEvidence(n_images, b.memory_prior)
         if world > 1:  # every rank starts from rank 0's phi
             for p in self.net.parameters():
                 dist.broadcast(p.data, 0)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=b.lr)
 
     def log_weights(self, batch: dict[str, Tensor]) -> Tensor:
-        """log w over the batch (N): log_softmax(beta f_phi), beta = :func:`temper` of the scores
-        under the ESS rule (``bild.ess`` > 0), else 1."""
+        """log w over the batch (N): log_softmax(beta (f_phi - m / alpha)), m the images' evidence
+        (``bild.memory``, else 0), beta = :func:`temper` of the scores under the ESS rule
+        (``bild.ess`` > 0), else 1."""
         scores = self.net(reweighter_input(batch, self.kind))
+        if self.memory is not None:
+            scores = scores - self.memory.mean(_index(batch)) / self.alpha
         if self.ess_min > 0:
             scores = scores * temper(scores.detach(), self.ess_min)
         return F.log_softmax(scores, dim=0)
@@ -265,9 +314,23 @@ class Bild:
         if not scale > 0:
             scale = 1.0
         r = d_j / scale + self.alpha * (log_w.detach() + 1.0)
+        if self.memory is not None:
+            self._remember(_index(batch), d_j / scale)
         self.opt.zero_grad(set_to_none=True)
         (r * w).sum().backward()  # sum_i R_i grad_phi w_i
         return BildStep(w.detach(), w.detach(), r, scale, val_loss)
+
+    def _remember(self, index: Tensor, data_part: Tensor) -> None:
+        """Add a batch's data parts to the evidence; under DDP every rank adds every rank's batch."""
+        if self.world > 1:
+            indices = [torch.empty_like(index) for _ in range(self.world)]
+            parts = [torch.empty_like(data_part) for _ in range(self.world)]
+            dist.all_gather(indices, index)
+            dist.all_gather(parts, data_part.contiguous())
+            for i, d in zip(indices, parts):
+                self.memory.add(i, d)
+        else:
+            self.memory.add(index, data_part)
 
     def step(self, batch: dict[str, Tensor], step: int, rank: int, eta: float) -> tuple[dict[str, float], BildStep]:
         """One bi-level step (module docstring, 1-4; phi's update only every ``every`` steps);

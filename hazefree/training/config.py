@@ -126,6 +126,11 @@ class BildConfig:
     # R_i's data part from log l_i instead of l_i: g_v^T g_i / l_i, each patch's alignment with the
     # validation gradient per unit of its own loss (a deviation from eq. 6i, see docs/bild.md)
     relative: bool = False
+    # per training image, the running mean of its normalised R_i data part, added to f_phi's score
+    # as -m / alpha (hazefree.training.bild.ImageEvidence; a deviation from the paper, docs/bild.md);
+    # memory_prior: the pseudo-count that shrinks m towards 0 while an image is seldom seen
+    memory: bool = False
+    memory_prior: float = 4.0
 
 
 @dataclass

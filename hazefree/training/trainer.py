@@ -104,7 +104,7 @@ class Trainer:
                                    source_weights=cfg.data.source_weights or None)
         self.bild: Bild | None = None
         if cfg.bild.enabled:
-            self.bild = Bild(self.objective, cfg, dv, self.world)
+            self.bild = Bild(self.objective, cfg, dv, self.world, n_images=len(self.bank))
         self.ema: AveragedModel | None = None
         if cfg.ema_decay is not None:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
@@ -120,6 +120,8 @@ class Trainer:
     def _networks(self) -> dict[str, nn.Module]:
         """Everything a checkpoint holds weights of: the objective's networks and BILD's f_phi."""
         extra = {"reweighter": self.bild.net} if self.bild is not None else {}
+        if self.bild is not None and self.bild.memory is not None:
+            extra["reweighter_memory"] = self.bild.memory
         return {**self.objective.networks(), **extra}
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
