@@ -201,7 +201,8 @@ class TestWeights:
         tr = Trainer(cfg, progress=False)
         tr.fit()
         rows = _weights(Path(cfg.out))
-        assert list(rows[0]) == ["step", "image", "y", "x", "h", "w", "weight"]
+        assert list(rows[0]) == ["step", "image", "source", "y", "x", "h", "w", "weight"]
+        assert {r["source"] for r in rows} == {"data"}
         assert [int(r["step"]) for r in rows] == [2] * 4 + [4] * 4
         names = {Path(f).name for f in tr.bank.files}
         for step in (2, 4):
@@ -292,7 +293,7 @@ class TestCheckpoints:
         part = _run_cfg(tmp_path, steps=4, out=str(tmp_path / "part"), bild=bild)
         Trainer(part, progress=False).fit()
         with open(Path(part.out) / "patch_weights.csv", "a") as fh:  # a row a killed run wrote after step 4
-            fh.write("5,100_1.png,0,0,32,32,0.5\n5,10")
+            fh.write("5,100_1.png,data,0,0,32,32,0.5\n5,10")
         rest = _run_cfg(tmp_path, steps=6, out=str(tmp_path / "part"), bild=bild)
         torch.manual_seed(999)
         tr = Trainer(rest, resume=True, progress=False)

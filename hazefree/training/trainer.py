@@ -291,9 +291,11 @@ class Trainer:
         new = not path.is_file()
         with open(path, "a") as fh:
             if new:
-                fh.write("step,image,y,x,h,w,weight\n")
+                fh.write("step,image,source,y,x,h,w,weight\n")
+            labels = source_labels(dict.fromkeys(self.bank.sources))
             for i, box, wi in zip(batch["index"].tolist(), batch["box"].tolist(), w.tolist()):
-                fh.write(f"{self.step},{Path(self.bank.files[i]).name},{box[0]},{box[1]},{box[2]},{box[3]},{wi:.6g}\n")
+                fh.write(f"{self.step},{Path(self.bank.files[i]).name},{labels[self.bank.sources[i]]},"
+                         f"{box[0]},{box[1]},{box[2]},{box[3]},{wi:.6g}\n")
         if writer is not None:
             writer.add_histogram("bild/weight_times_n", w * w.numel(), self.step)
             writer.add_scalar("bild/max_min_ratio", float(w.max() / w.min().clamp_min(1e-30)), self.step)
@@ -305,7 +307,8 @@ class Trainer:
         if not path.is_file():
             return
         lines = path.read_text().splitlines()
-        kept = lines[:1] + [ln for ln in lines[1:] if ln.count(",") == 6 and ln.split(",", 1)[0].isdigit()
+        fields = lines[0].count(",") if lines else 0  # a file of an earlier version has no source column
+        kept = lines[:1] + [ln for ln in lines[1:] if ln.count(",") == fields and ln.split(",", 1)[0].isdigit()
                             and int(ln.split(",", 1)[0]) <= self.step]
         atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(kept) + "\n"))
 
