@@ -75,13 +75,14 @@ def patch(row: dict) -> Image.Image:
 
 def strip(rows: list[dict], title: str) -> Image.Image:
     cols = len(rows)
-    sheet = Image.new("RGB", (cols * (2 * TILE + 8), TILE + 40), "white")
+    sheet = Image.new("RGB", (cols * (2 * TILE + 8), TILE + 52), "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((4, 2), title, fill="black")
     for k, r in enumerate(rows):
         left = k * (2 * TILE + 8)
         sheet.paste(patch(r), (left, 14))
-        draw.text((left + 2, TILE + 16), f"{r['source']} {r['image'][:18]} Nw={r['nw']:.2f}", fill="black")
+        draw.text((left + 2, TILE + 16), f"{r['source']}, N·w = {r['nw']:.2f}", fill="black")
+        draw.text((left + 2, TILE + 30), r["image"][:30], fill="black")
     return sheet
 
 
