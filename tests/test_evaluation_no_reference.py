@@ -14,7 +14,7 @@ from PIL import Image
 
 from hazefree import cli
 from hazefree.evaluation import EvalMethod, evaluate, summarize
-from hazefree.evaluation.no_reference import clipped_share
+from hazefree.evaluation.no_reference import brightness_ratio, clipped_share
 from hazefree.evaluation.tables import no_reference_table
 from hazefree.metrics.fade import fade, fade_file
 
@@ -170,3 +170,18 @@ def test_fade_table_means_clipping_and_wins_against_the_reference():
     body = table.splitlines()[2]
     # inputs (2 + 3 + 1) / 3 = 2.000; dcp 0.900 / 0.20 %; ours 0.867 / 0.20 %, clearer on a and c
     assert body == "| photos (3) | 2.000 | 0.900 / 0.20 % | 0.867 / 0.20 %, clearer on 2/3 |"
+
+
+def test_brightness_ratio_against_numpy():
+    rng = np.random.default_rng(0)
+    hazy, out = rng.random((2, 3, 8, 10)), rng.random((2, 3, 8, 10)) * 0.3
+    luma = lambda x: (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).mean(axis=(1, 2))  # noqa: E731
+    got = brightness_ratio(torch.from_numpy(out).float(), torch.from_numpy(hazy).float()).numpy()
+    np.testing.assert_allclose(got, luma(out) / luma(hazy), rtol=1e-6)
+    # only green moves: the weights are the luma weights, not a plain mean of the channels
+    x = torch.full((1, 3, 2, 2), 0.5)
+    y = x.clone()
+    y[:, 1] = 0.0
+    assert brightness_ratio(y, x).item() == pytest.approx(1 - 0.587)
+    with pytest.raises(ValueError, match="differ"):
+        brightness_ratio(x, torch.zeros(1, 3, 2, 3))

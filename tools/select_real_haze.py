@@ -6,8 +6,10 @@ for the shipped model, DCP and the input itself:
 * ``val_psnr``: the run config's validation split and metric (as ``hazefree train --validate``);
 * on the held-out photos of ``--real`` (:func:`hazefree.data.split_unpaired`, the share the targets
   tool never wrote), each output quantised to 8 bits as written: mean FADE
-  (:func:`hazefree.metrics.fade`), mean share of clipped pixels, and on how many photos it is
-  clearer (lower FADE) than DCP.
+  (:func:`hazefree.metrics.fade`), mean share of clipped pixels, on how many photos it is
+  clearer (lower FADE) than DCP, and (reported, in no rule yet) the mean brightness ratio
+  (:func:`~hazefree.evaluation.no_reference.brightness_ratio`) and how many outputs kept under a
+  quarter of their input's brightness (``darkened``).
 
 Then the rule of ``configs/guided-pix2pix-stage9.yaml`` (the constants below): feasible checkpoints
 keep ``val_psnr >= --min-psnr`` and clipped share <= 0.5 %; each run's choice is its feasible checkpoint
@@ -33,7 +35,7 @@ import torch
 from _common import run_tool
 from hazefree import models
 from hazefree.data import split_unpaired
-from hazefree.evaluation.no_reference import clipped_share
+from hazefree.evaluation.no_reference import brightness_ratio, clipped_share
 from hazefree.io import read_image
 from hazefree.metrics.fade import fade
 from hazefree.training.config import load_config
@@ -42,17 +44,19 @@ from hazefree.training.validation import load_training_data, validate_run
 MAX_CLIPPED = 0.005
 BILD_MIN_GAIN_DB = 0.10
 BILD_MAX_FADE_RATIO = 1.02
+DARKENED = 0.25  # reported, not in any rule yet: an output with under a quarter of its input's brightness
 
 
 def real_scores(dehaze, photos: list[torch.Tensor]) -> dict[str, list[float]]:
     """Per-photo FADE and clipped share of ``dehaze(photo)`` (None: the photo itself); both measures
     quantise to 8 bits as the writer does, so they score the file that would be written."""
-    out: dict[str, list[float]] = {"fade": [], "clipped": []}
+    out: dict[str, list[float]] = {"fade": [], "clipped": [], "brightness": []}
     with torch.no_grad():
         for photo in photos:
             result = photo if dehaze is None else dehaze(photo).clear
             out["fade"].append(float(fade(result)[0]))
             out["clipped"].append(float(clipped_share(result)[0]))
+            out["brightness"].append(float(brightness_ratio(result, photo)[0]))
     return out
 
 
@@ -109,6 +113,7 @@ def main() -> int:
             return
         real = real_scores(net, photos)
         row = {k: sum(v) / len(v) for k, v in real.items()} | {"per_photo_fade": real["fade"]}
+        row["darkened"] = sum(b < DARKENED for b in real["brightness"])
         if paired and net is not None:
             if not split:
                 bank, _, val_idx = load_training_data(cfg)
@@ -149,11 +154,12 @@ def main() -> int:
     if args.bild_runs:
         verdict["bild_vs_plain"] = compare_arms(rows, candidates, {r.name for r in args.bild_runs})
     print(f"\n{len(photos)} held-out photos; DCP FADE {rows['dcp']['fade']:.4f}, shipped {rows['shipped']['fade']:.4f}")
-    print("| weights | val_psnr | FADE | clipped % | clearer than DCP |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| weights | val_psnr | FADE | clipped % | clearer than DCP | brightness ratio | darkened (< {DARKENED}) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
         psnr = f"{row['val_psnr']:.3f}" if "val_psnr" in row else "-"
-        print(f"| {name} | {psnr} | {row['fade']:.4f} | {100 * row['clipped']:.3f} | {row['clearer_than_dcp']} |")
+        dark = f"{row['brightness']:.3f} | {row['darkened']}" if "darkened" in row else "- | -"
+        print(f"| {name} | {psnr} | {row['fade']:.4f} | {100 * row['clipped']:.3f} | {row['clearer_than_dcp']} | {dark} |")
     print(json.dumps(verdict, indent=1))
     if args.json:
         args.json.write_text(json.dumps({"held_out": [p.name for p in held], "scores": rows, "verdict": verdict}, indent=1))

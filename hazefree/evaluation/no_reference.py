@@ -1,5 +1,5 @@
 """No-reference measures of an output or a hazy photo: :func:`haze_density`, FADE
-(:func:`fade_or_none`, Choi et al. 2015) and :func:`clipped_share`."""
+(:func:`fade_or_none`, Choi et al. 2015), :func:`clipped_share` and :func:`brightness_ratio`."""
 
 from __future__ import annotations
 
@@ -100,3 +100,37 @@ def clipped_share(image: Tensor) -> Tensor:
     levels = torch.floor(image.float().clamp(0.0, 1.0) * 255.0 + 0.5)
     clipped = (levels == 0).all(dim=1) | (levels == 255).all(dim=1)
     return clipped.double().mean(dim=(1, 2))
+
+
+def brightness_ratio(output: Tensor, hazy: Tensor) -> Tensor:
+    """Mean luma of ``output`` over mean luma of its input ``hazy`` (Rec. 601 weights, values
+    clipped to [0, 1]), per image.
+
+    Removing haze takes away the airlight's additive light, so an honest result is darker than its
+    input (DCP: about 0.4-0.8 on foggy road photos). A ratio far below that marks a result turned
+    into a night scene, e.g. by an airlight read from headlights: FADE counts such darkness as
+    clarity, and :func:`clipped_share` misses it unless pixels reach exactly 0 in every channel.
+
+    Args:
+        output, hazy: N x 3 x H x W float tensors of the same shape.
+
+    Returns:
+        float64 tensor of shape N (inf where the input is black).
+
+    Example:
+        >>> hazy = torch.full((1, 3, 2, 2), 0.6)
+        >>> brightness_ratio(hazy * 0.5, hazy)
+        tensor([0.5000], dtype=torch.float64)
+    """
+    for name, x in (("output", output), ("hazy", hazy)):
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"brightness_ratio expects float N x 3 x H x W images, got {name} {shape}")
+    if output.shape != hazy.shape:
+        raise ValueError(f"brightness_ratio: output {tuple(output.shape)} and hazy {tuple(hazy.shape)} differ")
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
+
+    def luma(x: Tensor) -> Tensor:
+        return (x.double().clamp(0.0, 1.0) * weights).sum(1).mean(dim=(1, 2))
+
+    return luma(output) / luma(hazy)
