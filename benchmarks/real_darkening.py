@@ -7,6 +7,11 @@ per method the means, how many outputs keep under ``--dark`` (0.25) of their inp
 and those photos with their FADE. FADE counts darkness as clarity, so a method can look clearer
 than another by darkening; this makes it visible.
 
+``--airlight-cap K`` adds, for each method that returns t and A, a variant ``METHOD+capK``: its own t
+with A capped per channel by the brightest value of the photo after a K x K grey opening (min then
+max filter), which removes light sources smaller than K px (headlights) and keeps extended bright
+regions (fog, sky). A prototype for issue #24's next step, not a shipped option.
+
     cd benchmarks && python real_darkening.py ../../shared/data/train/real_unpaired --methods dcp,guided-pix2pix
 """
 
@@ -19,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from hazefree.evaluation.no_reference import brightness_ratio, clipped_share
 from hazefree.io import IMAGE_EXTENSIONS, read_image
@@ -26,11 +32,18 @@ from hazefree.metrics.fade import fade
 from hazefree.models import load
 
 
+def opened_max(image: torch.Tensor, k: int) -> torch.Tensor:
+    """Per channel, the largest value of ``image`` after a k x k grey opening (N x 3 x 1 x 1)."""
+    eroded = -F.max_pool2d(-image, k, 1, k // 2)
+    return F.max_pool2d(eroded, k, 1, k // 2).amax(dim=(2, 3), keepdim=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folder", type=Path, help="a folder of hazy photos, or one with a hazy/ sub-folder")
     p.add_argument("--methods", default="dcp,guided-pix2pix")
     p.add_argument("--dark", type=float, default=0.25, help="brightness ratio below which an output counts as darkened")
+    p.add_argument("--airlight-cap", type=int, metavar="K", help="also score each method with A capped (docstring)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, help="write every score here")
     args = p.parse_args(argv)
@@ -41,17 +54,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {root}: no images", file=sys.stderr)
         return 2
     scores: dict[str, dict[str, list]] = {}
+    k = args.airlight_cap
     for method in args.methods.split(","):
         model = load(method).eval()
-        rows = scores.setdefault(method, {"photo": [], "fade": [], "clipped": [], "brightness": []})
         for path in photos:
             hazy = read_image(path).rgb
             with torch.no_grad():
-                out = model(hazy).clear.clamp(0.0, 1.0)
-            rows["photo"].append(path.name)
-            rows["fade"].append(float(fade(out)[0]))
-            rows["clipped"].append(float(clipped_share(out)[0]))
-            rows["brightness"].append(float(brightness_ratio(out, hazy)[0]))
+                res = model(hazy)
+                outs = {method: res.clear}
+                if k and res.transmission is not None and res.airlight is not None:
+                    a = torch.minimum(res.airlight, opened_max(hazy, k))
+                    outs[f"{method}+cap{k}"] = (hazy - a) / res.transmission.clamp(min=model.t_min) + a
+            for name, out in outs.items():
+                out = out.clamp(0.0, 1.0)
+                rows = scores.setdefault(name, {"photo": [], "fade": [], "clipped": [], "brightness": []})
+                rows["photo"].append(path.name)
+                rows["fade"].append(float(fade(out)[0]))
+                rows["clipped"].append(float(clipped_share(out)[0]))
+                rows["brightness"].append(float(brightness_ratio(out, hazy)[0]))
     print(f"{len(photos)} photos of {root}; darkened: brightness ratio < {args.dark}")
     for method, rows in scores.items():
         dark = [k for k, b in enumerate(rows["brightness"]) if b < args.dark]
