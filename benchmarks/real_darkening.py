@@ -24,18 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hazefree.evaluation.no_reference import brightness_ratio, clipped_share
 from hazefree.io import IMAGE_EXTENSIONS, read_image
 from hazefree.metrics.fade import fade
 from hazefree.models import load
-
-
-def opened_max(image: torch.Tensor, k: int) -> torch.Tensor:
-    """Per channel, the largest value of ``image`` after a k x k grey opening (N x 3 x 1 x 1)."""
-    eroded = -F.max_pool2d(-image, k, 1, k // 2)
-    return F.max_pool2d(eroded, k, 1, k // 2).amax(dim=(2, 3), keepdim=True)
+from hazefree.physics import opened_maximum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = model(hazy)
                 outs = {method: res.clear}
                 if k and res.transmission is not None and res.airlight is not None:
-                    a = torch.minimum(res.airlight, opened_max(hazy, k))
+                    a = torch.minimum(res.airlight, opened_maximum(hazy, k))
                     outs[f"{method}+cap{k}"] = (hazy - a) / res.transmission.clamp(min=model.t_min) + a
             for name, out in outs.items():
                 out = out.clamp(0.0, 1.0)

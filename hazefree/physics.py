@@ -28,6 +28,7 @@ __all__ = [
     "add_haze",
     "remove_haze",
     "dark_channel",
+    "opened_maximum",
     "estimate_airlight",
     "estimate_airlights",
     "airlight_max_luma",
@@ -271,6 +272,19 @@ def airlight_floor(
     bound = bound.masked_fill((hazy >= saturated).any(dim=1, keepdim=True), float("-inf"))
     k = max(1, int(math.ceil(clip_fraction * h * w)))
     return bound.reshape(n, c, -1).topk(k, dim=2).values[..., -1:].view(n, c, 1, 1)
+
+
+def opened_maximum(image: Tensor, size: int) -> Tensor:
+    """Per channel, the largest value of ``image`` after a ``size`` x ``size`` grey opening (a min
+    filter, then a max filter; windows clipped at the border): the brightest region at least that
+    large. A light source smaller than the window (a headlight, a street lamp) does not count, an
+    extended bright region (fog, sky) does, so it bounds an airlight read off single pixels.
+    Returns N x C x 1 x 1."""
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"size must be a positive odd int, got {size}")
+    r = size // 2
+    eroded = -F.max_pool2d(-image, size, 1, r)  # max_pool2d pads with -inf: windows clipped at the border
+    return F.max_pool2d(eroded, size, 1, r).amax(dim=(2, 3), keepdim=True)
 
 
 def estimate_airlight(image: Tensor, method: str = "max_luma") -> Tensor:

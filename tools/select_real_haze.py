@@ -7,17 +7,19 @@ for the shipped model, DCP and the input itself:
 * on the held-out photos of ``--real`` (:func:`hazefree.data.split_unpaired`, the share the targets
   tool never wrote), each output quantised to 8 bits as written: mean FADE
   (:func:`hazefree.metrics.fade`), mean share of clipped pixels, on how many photos it is
-  clearer (lower FADE) than DCP, and (reported, in no rule yet) the mean brightness ratio
+  clearer (lower FADE) than DCP, the mean brightness ratio
   (:func:`~hazefree.evaluation.no_reference.brightness_ratio`) and how many outputs kept under a
-  quarter of their input's brightness (``darkened``).
+  quarter of their input's brightness (``darkened``; in the rule only with ``--max-darkened``).
 
 Then the rule of ``configs/guided-pix2pix-stage9.yaml`` (the constants below): feasible checkpoints
-keep ``val_psnr >= --min-psnr`` and clipped share <= 0.5 %; each run's choice is its feasible checkpoint
+keep ``val_psnr >= --min-psnr``, clipped share <= 0.5 % (and, with ``--max-darkened K``, at most K
+darkened photos; stage 11); each run's choice is its feasible checkpoint
 with the lowest mean FADE; the better choice ships iff its FADE <= ``--factor`` (0.85) x the shipped
 model's. With ``--bild-runs`` (stage 10, issue #25 part 3) those runs form the BILD arm and the
 others the plain arm, compared at each run's last checkpoint: BILD wins iff its mean val_psnr is
 >= plain's + 0.10 dB and its mean FADE <= 1.02 x plain's. Writes every score to ``--json`` and
-prints a table and the verdict.
+prints a table and the verdict. ``--files`` adds weight files as candidates, each its own run
+(stage 11's fitted gates).
 
     python tools/select_real_haze.py configs/guided-pix2pix-stage9.yaml runs/guided-pix2pix-stage9 \\
         runs/guided-pix2pix-stage9-seed1 --json runs/stage9_selection.json
@@ -44,7 +46,7 @@ from hazefree.training.validation import load_training_data, validate_run
 MAX_CLIPPED = 0.005
 BILD_MIN_GAIN_DB = 0.10
 BILD_MAX_FADE_RATIO = 1.02
-DARKENED = 0.25  # reported, not in any rule yet: an output with under a quarter of its input's brightness
+DARKENED = 0.25  # in the rule with --max-darkened (stage 11): an output with under a quarter of its input's brightness
 
 
 def real_scores(dehaze, photos: list[torch.Tensor]) -> dict[str, list[float]]:
@@ -83,6 +85,8 @@ def main() -> int:
     ap.add_argument("--factor", type=float, default=0.85, help="ship iff FADE <= factor x the shipped model's")
     ap.add_argument("--bild-runs", type=Path, nargs="*", default=[],
                     help="runs (also candidates) that form the BILD arm against the other runs (stage 10)")
+    ap.add_argument("--files", type=Path, nargs="*", default=[], help="weight files, each a candidate of its own")
+    ap.add_argument("--max-darkened", type=int, help="feasible only with at most this many darkened photos")
     ap.add_argument("--json", type=Path, help="write every score here")
     ap.add_argument("--cached", type=Path, nargs="*", default=[],
                     help="earlier --json files of this tool: their scores are reused, not recomputed")
@@ -133,13 +137,21 @@ def main() -> int:
             name = f"{run.name}/{ckpt.name}"
             score(name, models.load_file(ckpt / "ema.safetensors", model=cfg.model, **cfg.model_options).eval())
             candidates.setdefault(run.name, []).append(name)
+    for path in args.files:
+        name = f"{path.parent.name}/{path.name}"
+        score(name, models.load_file(path, model=cfg.model).eval())
+        candidates[name] = [name]
 
     dcp_fade = rows["dcp"]["per_photo_fade"]
     for row in rows.values():
         row["clearer_than_dcp"] = sum(f < d for f, d in zip(row["per_photo_fade"], dcp_fade))
     choices = {}
     for run, names in candidates.items():
-        feasible = [n for n in names if rows[n]["val_psnr"] >= args.min_psnr and rows[n]["clipped"] <= MAX_CLIPPED]
+        feasible = [
+            n for n in names
+            if rows[n]["val_psnr"] >= args.min_psnr and rows[n]["clipped"] <= MAX_CLIPPED
+            and (args.max_darkened is None or rows[n]["darkened"] <= args.max_darkened)
+        ]
         if feasible:
             choices[run] = min(feasible, key=lambda n: rows[n]["fade"])
     verdict = {"choices": choices, "ship": None}

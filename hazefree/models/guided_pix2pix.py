@@ -13,12 +13,14 @@ working-size version while the transmission keeps full-resolution edges.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import fast_guided_filter, guided_filter, rgb_to_gray
-from ..physics import MIN_AIRLIGHT, airlight_floor, estimate_airlights
+from ..physics import MIN_AIRLIGHT, airlight_floor, dark_channel, estimate_airlights, opened_maximum
 from .outputs import DehazeOutput
 
 
@@ -128,6 +130,27 @@ class PatchDiscriminator(nn.Module):
 _HEAD_ESTIMATORS = ("max_luma", "dark_channel", "dark_channel_brightest")
 
 
+def _stack(estimates: dict[str, Tensor]) -> Tensor:
+    """The N x 9 airlight estimates of :data:`_HEAD_ESTIMATORS`, in order."""
+    return torch.cat([estimates[m].flatten(1) for m in _HEAD_ESTIMATORS], 1)
+
+
+class NetworkCoarse(NamedTuple):
+    """The network's own coarse output (:meth:`GuidedPix2Pix.network_coarse`)."""
+
+    airlight: Tensor  # N x 3 x 1 x 1
+    t0: Tensor  # N x 1 x h x w, working size
+    estimates: dict[str, Tensor]  # airlight estimates of the input, by method
+
+
+class Prior(NamedTuple):
+    """The dark-channel prior and the gate's inputs (:meth:`GuidedPix2Pix.prior`)."""
+
+    transmission: Tensor  # N x 1 x h x w, He et al. eq. 12 at the working size
+    airlight: Tensor  # N x 3 x 1 x 1
+    inputs: Tensor  # N x 27, :func:`gate_inputs`
+
+
 class AirlightHead(nn.Module):
     """Learned correction of an airlight estimate (a deviation from the paper, which uses max luma).
 
@@ -198,6 +221,60 @@ def head_inputs(bottleneck: Tensor, estimates: Tensor, low: Tensor, t0: Tensor) 
     return torch.cat([bottleneck.mean(dim=(2, 3)), estimates, depth_statistics(low, t0.detach())], dim=1)
 
 
+def prior_transmission(low: Tensor, airlight: Tensor, scale: float, omega: float = 0.95) -> Tensor:
+    """He et al.'s coarse transmission t = 1 - omega dark(I / A) (eq. 12) of the working-size image
+    ``low``, with the 15 px patch scaled by ``scale`` (working over full size), so that it covers the
+    same part of the scene as DCP's patch on the full image."""
+    patch = max(3, 2 * round(7 * scale) + 1)
+    return 1.0 - omega * dark_channel(low / airlight, patch)
+
+
+def blend_prior(t0: Tensor, a: Tensor, t_prior: Tensor, a_prior: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """The :class:`HazeGate`'s blend: t0_g = t0^(1-g) min(t0, t_prior)^g, A_g = (1-g) A + g A_prior.
+
+    In optical depth tau = -ln t, tau_g = tau0 + g max(0, tau_prior - tau0): g = 0 is the network
+    alone, g = 1 takes the deeper of the two everywhere with the prior's airlight (issue #24's rule
+    "DCP's strength everywhere"). ``g`` is N x 1 x 1 x 1.
+    """
+    stronger = torch.minimum(t0, t_prior).clamp(min=1e-3)
+    t = t0.clamp(min=1e-3).pow(1.0 - g) * stronger.pow(g)
+    return t, (1.0 - g) * a + g * a_prior
+
+
+class HazeGate(nn.Module):
+    """Per image, how much of the dark-channel prior's strength to take: g in [0, 1] (issue #24;
+    not in the paper). Dense, coloured real haze needs about DCP's strength, light synthetic haze
+    the network's own t; the gate reads which one it is looking at from haze statistics only (the
+    airlight estimates and :func:`depth_statistics` of the image by t0 and by the prior's t; no
+    scene features, so that it cannot recognise training scenes) and :func:`blend_prior` applies
+    it to the coarse t and A, before the guided filter. It is fitted with the rest of the model
+    frozen (:mod:`hazefree.training.gate`). It starts at g = sigmoid(-6) = 0.0025, next to the
+    network alone.
+
+    Shape:
+        N x F inputs (:func:`gate_inputs`) -> N x 1 x 1 x 1.
+    """
+
+    def __init__(self, hidden: int = 16) -> None:
+        super().__init__()
+        features = 3 * len(_HEAD_ESTIMATORS) + 2 * DEPTH_STATISTICS
+        # the inputs' mean and standard deviation over the fitting set (set by the fit, saved with it)
+        self.register_buffer("shift", torch.zeros(features))
+        self.register_buffer("scale", torch.ones(features))
+        self.mlp = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.constant_(self.mlp[-1].bias, -6.0)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return torch.sigmoid(self.mlp((inputs - self.shift) / self.scale)).view(-1, 1, 1, 1)
+
+
+def gate_inputs(estimates: Tensor, low: Tensor, t0: Tensor, t_prior: Tensor) -> Tensor:
+    """The :class:`HazeGate`'s input: the N x 9 airlight ``estimates`` and :func:`depth_statistics`
+    of ``low`` by the coarse ``t0`` and by the prior's ``t_prior`` (N x 27)."""
+    return torch.cat([estimates, depth_statistics(low, t0), depth_statistics(low, t_prior)], dim=1)
+
+
 def working_size(h, w, work_size: int):
     """(h', w') with the longer side ``work_size`` (aspect kept, rounded half up), or (h, w) when the
     longer side is not larger. One integer formula without a branch, so that it also holds for the
@@ -228,6 +305,11 @@ class GuidedPix2Pix(nn.Module):
         airlight_floor: raise A to :func:`~hazefree.physics.airlight_floor` of the working-size image
             and its refined t, letting this fraction of pixels clip (e.g. 0.01); ``None`` keeps the
             estimate (the paper). Not in the paper: a pixel-read A is too dark under light haze.
+        haze_gate: blend in the dark-channel prior's t and A per image by a learned :class:`HazeGate`
+            (not in the paper; issue #24).
+        prior_airlight_window: with the gate, cap the prior's A by :func:`~hazefree.physics.opened_maximum`
+            of the working-size image with a window of this share of its longer side (0.03: 15 px
+            at 512), so that a headlight is not read as the airlight; ``None``: DCP's A as it is.
         work_size: longer side at which the U-Net runs; larger inputs are resized down and the fast
             guided filter carries t back to full resolution. ``None`` runs at full resolution.
 
@@ -249,6 +331,8 @@ class GuidedPix2Pix(nn.Module):
         airlight_head: bool = False,
         airlight_floor: float | None = None,
         airlight_head_features: bool = True,
+        haze_gate: bool = False,
+        prior_airlight_window: float | None = None,
     ) -> None:
         super().__init__()
         self.backbone = UNetGenerator(3, 1, ngf=ngf, num_downs=num_downs, dropout=dropout)
@@ -256,6 +340,8 @@ class GuidedPix2Pix(nn.Module):
         self.airlight, self.work_size, self.airlight_floor = airlight, work_size, airlight_floor
         bottleneck = ngf * min(2 ** (num_downs - 1), 8)
         self.airlight_head = AirlightHead(bottleneck, features=airlight_head_features) if airlight_head else None
+        self.haze_gate = HazeGate() if haze_gate else None
+        self.prior_airlight_window = prior_airlight_window
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The U-Net's input size for an H x W image: its own size, or longer side ``work_size``."""
@@ -263,32 +349,59 @@ class GuidedPix2Pix(nn.Module):
             return height, width
         return tuple(int(v) for v in working_size(height, width, self.work_size))
 
-    def coarse(self, hazy: Tensor, low: Tensor) -> tuple[Tensor, Tensor]:
-        """Airlight A (N x 3 x 1 x 1, from the statistics of ``hazy``, refined by the head if any,
-        raised to the floor if set) and the U-Net's coarse transmission t0 = sigmoid(G0(low)) (eq. 39)
-        at the working size."""
-        methods = (self.airlight, *_HEAD_ESTIMATORS) if self.airlight_head is not None else (self.airlight,)
+    def working_image(self, hazy: Tensor) -> Tensor:
+        """``hazy`` resized to :meth:`working_size` (the same tensor when it already is)."""
+        size = self.working_size(*hazy.shape[-2:])
+        if size == tuple(hazy.shape[-2:]):
+            return hazy
+        return F.interpolate(hazy, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    def network_coarse(self, hazy: Tensor, low: Tensor) -> NetworkCoarse:
+        """The network's own A (N x 3 x 1 x 1: the statistics of ``hazy``, refined by the head if
+        any, raised to the floor if set) and coarse t0 = sigmoid(G0(low)) (eq. 39) at the working
+        size, with the airlight estimates (by name) they came from; no haze gate."""
+        methods = (self.airlight,)
+        if self.airlight_head is not None or self.haze_gate is not None:
+            methods = (self.airlight, *_HEAD_ESTIMATORS)
         with torch.no_grad():  # the estimates are statistics of the input; no parameter influences them
             est = estimate_airlights(hazy, methods)
         a = est[self.airlight]
         logits, bottleneck = self.backbone.forward_features(low)
         t0 = torch.sigmoid(logits)
         if self.airlight_head is not None:
-            estimates = torch.cat([est[m].flatten(1) for m in _HEAD_ESTIMATORS], 1)
-            a = self.airlight_head(head_inputs(bottleneck, estimates, low, t0), a)
+            a = self.airlight_head(head_inputs(bottleneck, _stack(est), low, t0), a)
         if self.airlight_floor is not None:
             with torch.no_grad():  # a statistic of the input and of t, like the estimate it raises
                 t = guided_filter(rgb_to_gray(low), t0, self.radius, self.eps).clamp(self.t_min, 1.0)
                 floor = airlight_floor(low, t, self.airlight_floor)
             a = torch.maximum(a, floor)  # outside no_grad: a head's A keeps its gradient where above
+        return NetworkCoarse(a, t0, est)
+
+    def prior(self, hazy: Tensor, low: Tensor, coarse: NetworkCoarse) -> Prior:
+        """The dark-channel prior the :class:`HazeGate` blends in, and the gate's inputs. A statistic
+        of the input and of the network's t0, like the airlight estimates: no gradient flows."""
+        with torch.no_grad():
+            a_prior = coarse.estimates["dark_channel"]
+            if self.prior_airlight_window is not None:
+                size = max(3, 2 * round(self.prior_airlight_window * max(low.shape[-2:]) / 2) + 1)
+                a_prior = torch.minimum(a_prior, opened_maximum(low, size))
+            t_prior = prior_transmission(low, a_prior, low.shape[-1] / hazy.shape[-1])
+            inputs = gate_inputs(_stack(coarse.estimates), low, coarse.t0, t_prior)
+        return Prior(t_prior, a_prior, inputs)
+
+    def coarse(self, hazy: Tensor, low: Tensor) -> tuple[Tensor, Tensor]:
+        """Airlight A (N x 3 x 1 x 1) and coarse transmission t0 at the working size: the network's
+        (:meth:`network_coarse`), blended with the dark-channel prior by the haze gate if any."""
+        net = self.network_coarse(hazy, low)
+        if self.haze_gate is None:
+            return net.airlight, net.t0
+        prior = self.prior(hazy, low, net)
+        t0, a = blend_prior(net.t0, net.airlight, prior.transmission, prior.airlight, self.haze_gate(prior.inputs))
         return a, t0
 
-    def forward(self, hazy: Tensor) -> DehazeOutput:
-        size = self.working_size(*hazy.shape[-2:])
-        low = hazy
-        if size != tuple(hazy.shape[-2:]):
-            low = F.interpolate(hazy, size=size, mode="bilinear", align_corners=False, antialias=True)
-        a, t0 = self.coarse(hazy, low)
+    def recover(self, hazy: Tensor, low: Tensor, a: Tensor, t0: Tensor) -> DehazeOutput:
+        """The guided filter layer (eq. 41; the fast guided filter when ``low`` is smaller than
+        ``hazy``) and J = (I - A) / t + A (eq. 42)."""
         guide_low = rgb_to_gray(low)
         if low is hazy:
             t = guided_filter(guide_low, t0, self.radius, self.eps)
@@ -300,11 +413,18 @@ class GuidedPix2Pix(nn.Module):
             clear = clear.clamp(0.0, 1.0)
         return DehazeOutput(clear=clear, transmission=t, airlight=a, coarse_transmission=t0)
 
+    def forward(self, hazy: Tensor) -> DehazeOutput:
+        low = self.working_image(hazy)
+        a, t0 = self.coarse(hazy, low)
+        return self.recover(hazy, low, a, t0)
+
     def extra_repr(self) -> str:
         return (
             f"radius={self.radius}, eps={self.eps}, t_min={self.t_min}, "
             f"airlight={self.airlight!r}, airlight_head={self.airlight_head is not None}, "
-            f"airlight_floor={self.airlight_floor}, work_size={self.work_size}"
+            f"airlight_floor={self.airlight_floor}, haze_gate={self.haze_gate is not None}, "
+            f"prior_airlight_window={self.prior_airlight_window}, "
+            f"work_size={self.work_size}"
         )
 
 

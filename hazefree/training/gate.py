@@ -1,0 +1,161 @@
+"""Fitting Guided-Pix2Pix's haze gate with the rest of the model frozen (issue #24).
+
+The gate (:class:`~hazefree.models.guided_pix2pix.HazeGate`) chooses one number per image, g in
+[0, 1], the share of the dark-channel prior's strength (:func:`~hazefree.models.guided_pix2pix.blend_prior`).
+With the network frozen, an image's loss is a function of g alone, so it is tabulated once on a grid
+of g (:func:`gate_table`) and the gate is fitted to the tables, in seconds, by interpolating them:
+
+* a pair (hazy, clear) of ``train/``: L1(J_g, clear), so the paired sets say where the network's
+  own strength is right (light synthetic haze, g near 0) and where more is (dense haze);
+* a real photo without ground truth: L1(J_g, J_g*), with J_g* the teacher, the strongest g of the
+  grid whose clipped-pixel share stays within ``real_clip_allowance`` of g = 0's (stage 9's
+  teacher rule, tools/real_haze_targets.py, with the prior's strength in place of t^S).
+
+Every source counts with its sampling weight of the training recipe (``data.source_weights``, the
+real photos ``real_weight``), spread over its images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from ..data import PairBank, split_unpaired
+from ..data.bank import source_labels
+from ..evaluation.no_reference import clipped_share
+from ..io import read_image
+from ..models.guided_pix2pix import GuidedPix2Pix, HazeGate, blend_prior
+
+__all__ = ["GateConfig", "GateTable", "GateData", "gate_table", "gate_data", "interpolate", "fit_gate"]
+
+
+@dataclass
+class GateConfig:
+    """How the gate is fitted (module docstring)."""
+
+    grid: int = 11  # g = 0, 0.1, ..., 1
+    real_weight: float = 6.0  # the real photos' sampling weight (stage 10's real_targets10)
+    real_clip_allowance: float = 0.002  # the teacher's extra clipped share (stage 9: 0.2 %)
+    real_holdout: float = 0.15  # held out of train/real_unpaired for the rule (split_unpaired)
+    steps: int = 3000  # full-batch Adam steps
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    hidden: int = 16
+    seed: int = 0
+
+
+class GateTable(NamedTuple):
+    """One image's gate inputs (27,) and its loss and clipped share at each g of the grid (G,)."""
+
+    inputs: Tensor
+    loss: Tensor
+    clipped: Tensor
+
+
+class GateData(NamedTuple):
+    """The tables of a set of images, stacked, with each image's weight and source label."""
+
+    inputs: Tensor  # N x 27
+    loss: Tensor  # N x G
+    clipped: Tensor  # N x G
+    weight: Tensor  # N, summing to 1
+    sources: list[str]
+
+
+def grid_values(n: int) -> Tensor:
+    return torch.linspace(0.0, 1.0, n)
+
+
+@torch.no_grad()
+def gate_table(model: GuidedPix2Pix, hazy: Tensor, clear: Tensor | None, cfg: GateConfig) -> GateTable:
+    """:class:`GateTable` of one 1 x 3 x H x W image; ``clear`` None for a real photo (the teacher)."""
+    low = model.working_image(hazy)
+    net = model.network_coarse(hazy, low)
+    prior = model.prior(hazy, low, net)
+    outputs, clipped = [], []
+    for g in grid_values(cfg.grid).tolist():
+        t0, a = blend_prior(net.t0, net.airlight, prior.transmission, prior.airlight, torch.tensor(g))
+        out = model.recover(hazy, low, a, t0).clear
+        outputs.append(out)
+        clipped.append(float(clipped_share(out)[0]))
+    if clear is None:
+        allowed = [k for k, c in enumerate(clipped) if c <= clipped[0] + cfg.real_clip_allowance]
+        clear = outputs[max(allowed)]
+    loss = torch.tensor([float((out - clear).abs().mean()) for out in outputs])
+    return GateTable(prior.inputs[0], loss, torch.tensor(clipped))
+
+
+def gate_data(
+    model: GuidedPix2Pix,
+    bank: PairBank,
+    indices: Sequence[int],
+    source_weights: dict[str, float],
+    real_photos: Sequence[Path],
+    cfg: GateConfig,
+) -> GateData:
+    """Tables of the bank's ``indices`` and of ``real_photos``, weighted as the module docstring says."""
+    model = model.eval()
+    by_source = bank.by_source(indices)
+    labels = source_labels(by_source)
+    rows: list[tuple[GateTable, float, str]] = []
+    total = len(indices) + len(real_photos)
+    with tqdm(total=total, desc="gate tables", leave=False) as bar:
+        for src, members in by_source.items():
+            label = labels[src]
+            for i in members:
+                hazy, clear = bank.full(i)
+                rows.append((gate_table(model, hazy, clear, cfg), source_weights[label] / len(members), label))
+                bar.update()
+        for path in real_photos:
+            hazy = read_image(path).rgb
+            rows.append((gate_table(model, hazy, None, cfg), cfg.real_weight / len(real_photos), "real_unpaired"))
+            bar.update()
+    weight = torch.tensor([w for _, w, _ in rows])
+    return GateData(
+        torch.stack([r.inputs for r, _, _ in rows]),
+        torch.stack([r.loss for r, _, _ in rows]),
+        torch.stack([r.clipped for r, _, _ in rows]),
+        weight / weight.sum(),
+        [s for _, _, s in rows],
+    )
+
+
+def interpolate(table: Tensor, g: Tensor) -> Tensor:
+    """Each row of the N x G ``table`` (values at g = 0, 1/(G-1), ..., 1), read at its g (N) by
+    linear interpolation: piecewise linear in g, so it has a gradient with respect to g."""
+    n = table.shape[1] - 1
+    pos = g.clamp(0.0, 1.0) * n
+    lo = pos.detach().floor().clamp(max=n - 1).long()
+    frac = pos - lo
+    rows = torch.arange(table.shape[0])
+    return table[rows, lo] * (1.0 - frac) + table[rows, lo + 1] * frac
+
+
+def fit_gate(data: GateData, cfg: GateConfig) -> tuple[HazeGate, list[float]]:
+    """A :class:`HazeGate` minimising the weighted interpolated loss (full batch, Adam), and its loss
+    every 100 steps."""
+    torch.manual_seed(cfg.seed)
+    gate = HazeGate(hidden=cfg.hidden)
+    gate.shift.copy_(data.inputs.mean(dim=0))
+    gate.scale.copy_(data.inputs.std(dim=0).clamp(min=1e-3))
+    opt = torch.optim.AdamW(gate.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history = []
+    for step in range(cfg.steps):
+        g = gate(data.inputs).flatten()
+        loss = (interpolate(data.loss, g) * data.weight).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == cfg.steps - 1:
+            history.append(float(loss.detach()))
+    return gate.eval(), history
+
+
+def real_split(root: str | Path, cfg: GateConfig) -> tuple[list[Path], list[Path]]:
+    """(fitting, held-out) photos of ``train/real_unpaired``: the split every stage since 9 used."""
+    return split_unpaired(root, cfg.real_holdout, 0)

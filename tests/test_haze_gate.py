@@ -1,0 +1,141 @@
+"""The haze gate (issue #24, stage 11): its blend against NumPy, the model with g pinned at 0 and 1,
+the gate's tables and its fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.ndimage import grey_opening, minimum_filter
+
+from hazefree import models
+from hazefree.models.guided_pix2pix import blend_prior
+from hazefree.models.weights import save_weights
+from hazefree.physics import estimate_airlight, opened_maximum
+from hazefree.training.gate import GateConfig, GateData, fit_gate, gate_table, interpolate
+
+TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None,
+        "airlight": "dark_channel_brightest", "airlight_head": True, "airlight_head_features": False}
+
+
+def _hazy(seed: int = 0, size: int = 48) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    clear = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(size, size), mode="bilinear")
+    t = torch.linspace(0.25, 0.9, size).view(1, 1, 1, size)
+    return clear * t + torch.tensor([0.8, 0.78, 0.7]).view(1, 3, 1, 1) * (1 - t)
+
+
+def _pin(net: torch.nn.Module, g: float) -> torch.nn.Module:
+    """``net``'s gate made constant: g = 0 or 1 (saturated sigmoid)."""
+    with torch.no_grad():
+        net.haze_gate.mlp[-1].weight.zero_()
+        net.haze_gate.mlp[-1].bias.fill_(100.0 if g == 1 else -100.0)
+    return net
+
+
+def test_blend_is_optical_depth_interpolation():
+    rng = np.random.default_rng(0)
+    t0, tp = rng.uniform(0.05, 1, (2, 1, 1, 5, 5))
+    a, ap = rng.uniform(0.5, 1, (2, 1, 3, 1, 1))
+    for g in (0.0, 0.3, 1.0):
+        t, ab = blend_prior(*(torch.from_numpy(v) for v in (t0, a, tp, ap)), torch.tensor(g, dtype=torch.float64))
+        tau = -np.log(t0) + g * np.maximum(0.0, np.log(t0) - np.log(tp))
+        np.testing.assert_allclose(t.numpy(), np.exp(-tau), rtol=1e-12)
+        np.testing.assert_allclose(ab.numpy(), (1 - g) * a + g * ap, rtol=1e-12)
+
+
+def test_gate_at_zero_is_the_network_and_at_one_takes_the_prior():
+    torch.manual_seed(0)
+    plain = models.create("guided-pix2pix", **TINY).eval()
+    gated = models.create("guided-pix2pix", **TINY, haze_gate=True).eval()
+    gated.load_state_dict(plain.state_dict(), strict=False)
+    hazy = _hazy()
+    with torch.no_grad():
+        ref = plain(hazy)
+        assert torch.equal(_pin(gated, 0)(hazy).clear, ref.clear)
+        strong = _pin(gated, 1)(hazy)
+    # g = 1, independently: He et al.'s t = 1 - 0.95 min-filter(min_c I / A) with a 15 px window
+    # (no rescale: the tiny model runs at full size), the smaller of it and the network's t0, A of DCP.
+    a_dcp = estimate_airlight(hazy, "dark_channel")
+    img = (hazy / a_dcp)[0].numpy().min(axis=0)
+    t_dcp = 1 - 0.95 * minimum_filter(img, size=15, mode="nearest")
+    t0 = ref.coarse_transmission[0, 0].numpy()
+    np.testing.assert_allclose(strong.coarse_transmission[0, 0].numpy(), np.minimum(t0, t_dcp), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(strong.airlight.flatten().numpy(), a_dcp.flatten().numpy(), rtol=1e-6)
+    assert strong.clear.mean() < ref.clear.mean()  # more haze removed: a darker result
+
+
+def test_interpolate_matches_numpy():
+    rng = np.random.default_rng(1)
+    table = rng.random((6, 11))
+    g = rng.random(6)
+    got = interpolate(torch.from_numpy(table), torch.from_numpy(g)).numpy()
+    want = [np.interp(gi, np.linspace(0, 1, 11), row) for gi, row in zip(g, table)]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_fit_separates_images_that_need_different_strengths():
+    # two kinds of image, told apart by their first input: one's loss is least at g = 0, the other's at g = 1
+    gen = torch.Generator().manual_seed(0)
+    n = 64
+    kind = torch.arange(n) % 2
+    inputs = torch.rand(n, 27, generator=gen)
+    inputs[:, 0] = kind + 0.1 * torch.rand(n, generator=gen)
+    grid = torch.linspace(0, 1, 11)
+    loss = torch.where(kind[:, None] == 1, 1 - grid, grid)
+    data = GateData(inputs, loss, torch.zeros_like(loss), torch.full((n,), 1 / n), ["a"] * n)
+    gate, history = fit_gate(data, GateConfig(steps=400, lr=1e-2))
+    g = gate(inputs).flatten()
+    assert history[-1] < 0.1 * history[0]
+    assert g[kind == 1].min() > 0.8 and g[kind == 0].max() < 0.2
+
+
+def test_table_targets(tmp_path):
+    torch.manual_seed(0)
+    net = _pin(models.create("guided-pix2pix", **TINY, haze_gate=True).eval(), 0)
+    hazy = _hazy(1)
+    cfg = GateConfig(grid=5)
+    with torch.no_grad():
+        own = net(hazy).clear
+    paired = gate_table(net, hazy, own, cfg)
+    assert paired.loss[0] < 1e-6 and paired.loss[-1] > 1e-3  # the pair's target is the g = 0 output
+    real = gate_table(net, hazy, None, cfg)
+    chosen = int(real.loss.argmin())
+    assert real.loss[chosen] == 0 and real.clipped[chosen] <= real.clipped[0] + cfg.real_clip_allowance
+    later = real.clipped[chosen + 1 :]
+    assert all(c > real.clipped[0] + cfg.real_clip_allowance for c in later)  # the strongest allowed
+    # the gated model round-trips through a weights file
+    path = tmp_path / "gated.safetensors"
+    save_weights(net, path, "guided-pix2pix", {**TINY, "haze_gate": True})
+    with torch.no_grad():
+        assert torch.equal(models.load_file(path)(hazy).clear, own)
+
+
+def test_interpolate_clamps_outside_the_grid():
+    table = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    got = interpolate(table, torch.tensor([-0.5, 1.5]))
+    assert torch.equal(got, torch.tensor([0.0, 3.0]))
+
+
+def test_opened_maximum_matches_scipy():
+    rng = np.random.default_rng(2)
+    image = rng.random((2, 3, 30, 41))
+    image[0, :, 5, 7] = 3.0  # a lamp smaller than the window: gone after the opening
+    got = opened_maximum(torch.from_numpy(image), 5).numpy()
+    want = np.array([[grey_opening(ch, size=5, mode="nearest").max() for ch in img] for img in image])
+    np.testing.assert_allclose(got[..., 0, 0], want, rtol=1e-12)
+    assert got[0].max() < 1.0
+
+
+def test_prior_airlight_capped_by_the_opening():
+    torch.manual_seed(0)
+    net = _pin(models.create("guided-pix2pix", **TINY, haze_gate=True, prior_airlight_window=0.5).eval(), 1)
+    hazy = _hazy(2)
+    # a 16 x 16 lamp where the haze is densest: larger than DCP's 15 px patch, so it lifts DCP's A,
+    # smaller than the 25 px opening (0.5 x 48 px), so the cap ignores it
+    hazy[..., 2:18, 0:16] = 1.0
+    with torch.no_grad():
+        out = net(hazy)
+    a_dcp = estimate_airlight(hazy, "dark_channel").flatten().numpy()
+    cap = np.array([grey_opening(ch, size=25, mode="nearest").max() for ch in hazy[0].numpy()])
+    assert (a_dcp > cap + 0.05).any()  # the lamp lifts DCP's A
+    np.testing.assert_allclose(out.airlight.flatten().numpy(), np.minimum(a_dcp, cap), rtol=1e-6)
