@@ -87,6 +87,26 @@ def test_fit_separates_images_that_need_different_strengths():
     g = gate(inputs).flatten()
     assert history[-1] < 0.1 * history[0]
     assert g[kind == 1].min() > 0.8 and g[kind == 0].max() < 0.2
+    # relative: errors that are not zero at g = 0, one kind's ten times the other's, still told apart
+    data = data._replace(loss=torch.where(kind[:, None] == 1, 10 - 5 * grid, 0.1 + 0.1 * grid))
+    gate, _ = fit_gate(data, GateConfig(steps=3000, lr=1e-2, loss="relative"))
+    g = gate(inputs).flatten()
+    assert g[kind == 1].min() > 0.8 and g[kind == 0].max() < 0.2
+
+
+def test_relative_loss_weighs_well_restored_images_as_much_as_hard_ones():
+    # ten hard images gain 0.02 of L1 at g = 1 (0.20 -> 0.18), one easy image loses 0.004 (0.01 -> 0.014):
+    # by L1 the strength wins, relative to each image's own error (-10 % x 10 against +40 %) too,
+    # but with two easy images per hard one the relative loss keeps g = 0
+    grid = torch.linspace(0, 1, 11)
+    hard = 0.20 - 0.02 * grid
+    easy = 0.01 + 0.004 * grid
+    inputs = torch.zeros(30, 27)
+    loss = torch.stack([hard] * 10 + [easy] * 20)
+    data = GateData(inputs, loss, torch.zeros_like(loss), torch.full((30,), 1 / 30), ["a"] * 30)
+    g_l1 = fit_gate(data, GateConfig(steps=300, lr=1e-2))[0](inputs).mean()
+    g_rel = fit_gate(data, GateConfig(steps=300, lr=1e-2, loss="relative"))[0](inputs).mean()
+    assert g_l1 > 0.9 and g_rel < 0.1
 
 
 def test_table_targets(tmp_path):

@@ -34,12 +34,13 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--real", default="../shared/data/train/real_unpaired")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--loss", choices=("l1", "relative"), default="l1", help="the error the gate minimises")
     ap.add_argument("--prior-airlight-window", type=float,
                     help="cap the prior's airlight by a grey opening of this share of the side (GuidedPix2Pix)")
     args = ap.parse_args()
     cfg = load_config(args.config)
     torch.set_num_threads(cfg.threads)
-    gate_cfg = GateConfig()
+    gate_cfg = GateConfig(loss=args.loss)
     fitting, _ = real_split(args.real, gate_cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     tables = args.out / "tables.safetensors"
@@ -53,7 +54,8 @@ def main() -> int:
         weights = cfg.data.source_weights
         net = load_file(cfg.init, model=cfg.model, **extra).eval()
         data = gate_data(net, bank, train_idx, weights, fitting, gate_cfg)
-        save_tensors({"inputs": data.inputs, "loss": data.loss, "clipped": data.clipped, "weight": data.weight}, str(tables))
+        tensors = {"inputs": data.inputs, "loss": data.loss, "clipped": data.clipped, "weight": data.weight}
+        save_tensors(tensors, str(tables))
         (args.out / "tables.json").write_text(json.dumps({"sources": data.sources}))
     summary = {"grid": grid_values(gate_cfg.grid).tolist(), "by_source": {}}
     for src in sorted(set(data.sources)):

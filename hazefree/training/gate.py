@@ -5,11 +5,19 @@ The gate (:class:`~hazefree.models.guided_pix2pix.HazeGate`) chooses one number 
 With the network frozen, an image's loss is a function of g alone, so it is tabulated once on a grid
 of g (:func:`gate_table`) and the gate is fitted to the tables, in seconds, by interpolating them:
 
-* a pair (hazy, clear) of ``train/``: L1(J_g, clear), so the paired sets say where the network's
-  own strength is right (light synthetic haze, g near 0) and where more is (dense haze);
-* a real photo without ground truth: L1(J_g, J_g*), with J_g* the teacher, the strongest g of the
-  grid whose clipped-pixel share stays within ``real_clip_allowance`` of g = 0's (stage 9's
+* a pair (hazy, clear) of ``train/``: the error of J_g against clear, so the paired sets say where
+  the network's own strength is right (light synthetic haze, g near 0) and where more is (dense
+  haze);
+* a real photo without ground truth: the error of J_g against J_g*, the teacher: the strongest g of
+  the grid whose clipped-pixel share stays within ``real_clip_allowance`` of g = 0's (stage 9's
   teacher rule, tools/real_haze_targets.py, with the prior's strength in place of t^S).
+
+The error is L1 (``loss="l1"``, stage 11) or L1 relative to the image's own at g = 0 (``"relative"``,
+stage 11c; the denominator at least 0.01): the share of the network's error that the prior adds or
+removes. Like PSNR, the selection rule's paired metric (a change of 20 log10 of the RMSE ratio), it
+weighs an image that the network already restores well as much as a hard one; plain L1 lets the
+hard images, where more strength helps, outvote the well-restored ones, where it costs the most
+PSNR.
 
 Every source counts with its sampling weight of the training recipe (``data.source_weights``, the
 real photos ``real_weight``), spread over its images.
@@ -47,10 +55,11 @@ class GateConfig:
     weight_decay: float = 1e-3
     hidden: int = 16
     seed: int = 0
+    loss: str = "l1"  # or "relative" (module docstring)
 
 
 class GateTable(NamedTuple):
-    """One image's gate inputs (27,) and its loss and clipped share at each g of the grid (G,)."""
+    """One image's gate inputs (27,) and its L1 error and clipped share at each g of the grid (G,)."""
 
     inputs: Tensor
     loss: Tensor
@@ -61,7 +70,7 @@ class GateData(NamedTuple):
     """The tables of a set of images, stacked, with each image's weight and source label."""
 
     inputs: Tensor  # N x 27
-    loss: Tensor  # N x G
+    loss: Tensor  # N x G, L1
     clipped: Tensor  # N x G
     weight: Tensor  # N, summing to 1
     sources: list[str]
@@ -144,10 +153,13 @@ def fit_gate(data: GateData, cfg: GateConfig) -> tuple[HazeGate, list[float]]:
     gate.shift.copy_(data.inputs.mean(dim=0))
     gate.scale.copy_(data.inputs.std(dim=0).clamp(min=1e-3))
     opt = torch.optim.AdamW(gate.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.loss not in ("l1", "relative"):
+        raise ValueError(f"GateConfig.loss must be 'l1' or 'relative', got {cfg.loss!r}")
+    table = data.loss if cfg.loss == "l1" else data.loss / data.loss[:, :1].clamp(min=0.01)
     history = []
     for step in range(cfg.steps):
         g = gate(data.inputs).flatten()
-        loss = (interpolate(data.loss, g) * data.weight).sum()
+        loss = (interpolate(table, g) * data.weight).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
