@@ -8,7 +8,7 @@ import torch
 from scipy.ndimage import grey_opening, minimum_filter
 
 from hazefree import models
-from hazefree.models.guided_pix2pix import blend_prior
+from hazefree.models.guided_pix2pix import CautiousGate, blend_prior
 from hazefree.models.weights import save_weights
 from hazefree.physics import estimate_airlight, opened_maximum
 from hazefree.training.gate import GateConfig, GateData, fit_gate, gate_table, interpolate
@@ -159,3 +159,27 @@ def test_prior_airlight_capped_by_the_opening():
     cap = np.array([grey_opening(ch, size=25, mode="nearest").max() for ch in hazy[0].numpy()])
     assert (a_dcp > cap + 0.05).any()  # the lamp lifts DCP's A
     np.testing.assert_allclose(out.airlight.flatten().numpy(), np.minimum(a_dcp, cap), rtol=1e-6)
+
+
+def test_cautious_gate_takes_strength_only_where_every_fold_asks():
+    # kind-1 images (best at g = 1) come from one scene only: the member fitted without that scene
+    # has never seen them, so the minimum stays low there; kind 1 spread over many scenes is cleared
+    gen = torch.Generator().manual_seed(3)
+    n = 200
+    kind = (torch.arange(n) % 4 == 0).long()
+    inputs = torch.rand(n, 27, generator=gen)
+    inputs[:, :5] = kind[:, None] + 0.1 * torch.rand(n, 5, generator=gen)
+    grid = torch.linspace(0, 1, 11)
+    loss = torch.where(kind[:, None] == 1, 1 - grid, grid)
+    spread = [f"s{i}" for i in range(n)]
+    lonely = [("lonely" if k else f"s{i}") for i, k in enumerate(kind.tolist())]
+    cfg = GateConfig(steps=1500, lr=1e-2, members=4)
+    for scenes, cleared in ((spread, True), (lonely, False)):
+        data = GateData(inputs, loss, torch.zeros_like(loss), torch.full((n,), 1 / n), ["a"] * n, scenes)
+        gate, _ = fit_gate(data, cfg)
+        assert isinstance(gate, CautiousGate) and len(gate.members) == 4
+        g = gate(inputs).flatten()
+        members = torch.stack([m(inputs).flatten() for m in gate.members])
+        assert torch.equal(g, members.amin(dim=0))
+        assert g[kind == 0].max() < 0.2
+        assert (g[kind == 1].min() > 0.7) if cleared else (g[kind == 1].max() < 0.2)

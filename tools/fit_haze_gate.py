@@ -35,20 +35,21 @@ def main() -> int:
     ap.add_argument("--real", default="../shared/data/train/real_unpaired")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--loss", choices=("l1", "relative"), default="l1", help="the error the gate minimises")
+    ap.add_argument("--members", type=int, default=1, help="> 1: a CautiousGate of scene-disjoint folds")
     ap.add_argument("--prior-airlight-window", type=float,
                     help="cap the prior's airlight by a grey opening of this share of the side (GuidedPix2Pix)")
     args = ap.parse_args()
     cfg = load_config(args.config)
     torch.set_num_threads(cfg.threads)
-    gate_cfg = GateConfig(loss=args.loss)
+    gate_cfg = GateConfig(loss=args.loss, members=args.members)
     fitting, _ = real_split(args.real, gate_cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     tables = args.out / "tables.safetensors"
     extra = {} if args.prior_airlight_window is None else {"prior_airlight_window": args.prior_airlight_window}
     if tables.is_file():
         t = load_tensors(tables)
-        sources = json.loads((args.out / "tables.json").read_text())["sources"]
-        data = GateData(t["inputs"], t["loss"], t["clipped"], t["weight"], sources)
+        recorded = json.loads((args.out / "tables.json").read_text())
+        data = GateData(t["inputs"], t["loss"], t["clipped"], t["weight"], recorded["sources"], recorded.get("scenes"))
     else:
         bank, train_idx, _ = load_training_data(cfg)
         weights = cfg.data.source_weights
@@ -56,7 +57,7 @@ def main() -> int:
         data = gate_data(net, bank, train_idx, weights, fitting, gate_cfg)
         tensors = {"inputs": data.inputs, "loss": data.loss, "clipped": data.clipped, "weight": data.weight}
         save_tensors(tensors, str(tables))
-        (args.out / "tables.json").write_text(json.dumps({"sources": data.sources}))
+        (args.out / "tables.json").write_text(json.dumps({"sources": data.sources, "scenes": data.scenes}))
     summary = {"grid": grid_values(gate_cfg.grid).tolist(), "by_source": {}}
     for src in sorted(set(data.sources)):
         rows = [i for i, s in enumerate(data.sources) if s == src]
@@ -64,10 +65,12 @@ def main() -> int:
         summary["by_source"][src] = {"images": len(rows), "best_g_mean": float(best.mean())}
     _, meta = load_weights(cfg.init)
     options = {**json.loads(meta.get("options", "{}")), "haze_gate": True, **extra}
+    if args.members > 1:
+        options["gate_members"] = args.members
     for seed in args.seeds:
         gate_cfg.seed = seed
         gate, history = fit_gate(data, gate_cfg)
-        net = load_file(cfg.init, model=cfg.model, **extra).eval()
+        net = load_file(cfg.init, model=cfg.model, **{k: v for k, v in options.items() if k != "haze_gate"}).eval()
         net.haze_gate = gate
         save_weights(net, args.out / f"seed{seed}.safetensors", cfg.model, options)
         g = gate(data.inputs).flatten().detach()

@@ -269,6 +269,23 @@ class HazeGate(nn.Module):
         return torch.sigmoid(self.mlp((inputs - self.shift) / self.scale)).view(-1, 1, 1, 1)
 
 
+class CautiousGate(nn.Module):
+    """K :class:`HazeGate` members, each fitted without one of K scene-disjoint folds, combined by the
+    minimum: the prior's strength only where every member asks for it (stage 12; not in the paper).
+    An image unlike the fitting set, on which the members disagree, gets the most cautious g.
+
+    Shape:
+        N x F inputs (:func:`gate_inputs`) -> N x 1 x 1 x 1.
+    """
+
+    def __init__(self, members: int, hidden: int = 16) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(HazeGate(hidden) for _ in range(members))
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return torch.stack([m(inputs) for m in self.members]).amin(dim=0)
+
+
 def gate_inputs(estimates: Tensor, low: Tensor, t0: Tensor, t_prior: Tensor) -> Tensor:
     """The :class:`HazeGate`'s input: the N x 9 airlight ``estimates`` and :func:`depth_statistics`
     of ``low`` by the coarse ``t0`` and by the prior's ``t_prior`` (N x 27)."""
@@ -307,6 +324,7 @@ class GuidedPix2Pix(nn.Module):
             estimate (the paper). Not in the paper: a pixel-read A is too dark under light haze.
         haze_gate: blend in the dark-channel prior's t and A per image by a learned :class:`HazeGate`
             (not in the paper; issue #24).
+        gate_members: with the gate, a :class:`CautiousGate` of this many members (1: one :class:`HazeGate`).
         prior_airlight_window: with the gate, cap the prior's A by :func:`~hazefree.physics.opened_maximum`
             of the working-size image with a window of this share of its longer side (0.03: 15 px
             at 512), so that a headlight is not read as the airlight; ``None``: DCP's A as it is.
@@ -333,6 +351,7 @@ class GuidedPix2Pix(nn.Module):
         airlight_head_features: bool = True,
         haze_gate: bool = False,
         prior_airlight_window: float | None = None,
+        gate_members: int = 1,
     ) -> None:
         super().__init__()
         self.backbone = UNetGenerator(3, 1, ngf=ngf, num_downs=num_downs, dropout=dropout)
@@ -340,7 +359,9 @@ class GuidedPix2Pix(nn.Module):
         self.airlight, self.work_size, self.airlight_floor = airlight, work_size, airlight_floor
         bottleneck = ngf * min(2 ** (num_downs - 1), 8)
         self.airlight_head = AirlightHead(bottleneck, features=airlight_head_features) if airlight_head else None
-        self.haze_gate = HazeGate() if haze_gate else None
+        self.haze_gate = None
+        if haze_gate:
+            self.haze_gate = HazeGate() if gate_members == 1 else CautiousGate(gate_members)
         self.prior_airlight_window = prior_airlight_window
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:

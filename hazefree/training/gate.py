@@ -21,6 +21,10 @@ PSNR.
 
 Every source counts with its sampling weight of the training recipe (``data.source_weights``, the
 real photos ``real_weight``), spread over its images.
+
+With ``members`` = K > 1 (stage 12) the gate is a :class:`~hazefree.models.guided_pix2pix.CautiousGate`:
+the scenes (a RESIDE scene id with its hazy versions, a real photo) are dealt into K folds by
+``seed``, member k is fitted without fold k, and the gate takes the members' minimum.
 """
 
 from __future__ import annotations
@@ -30,14 +34,14 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..data import PairBank, split_unpaired
 from ..data.bank import source_labels
 from ..evaluation.no_reference import clipped_share
 from ..io import read_image
-from ..models.guided_pix2pix import GuidedPix2Pix, HazeGate, blend_prior
+from ..models.guided_pix2pix import CautiousGate, GuidedPix2Pix, HazeGate, blend_prior
 
 __all__ = ["GateConfig", "GateTable", "GateData", "gate_table", "gate_data", "interpolate", "fit_gate"]
 
@@ -56,6 +60,7 @@ class GateConfig:
     hidden: int = 16
     seed: int = 0
     loss: str = "l1"  # or "relative" (module docstring)
+    members: int = 1  # > 1: a CautiousGate of scene-disjoint folds (module docstring)
 
 
 class GateTable(NamedTuple):
@@ -74,6 +79,7 @@ class GateData(NamedTuple):
     clipped: Tensor  # N x G
     weight: Tensor  # N, summing to 1
     sources: list[str]
+    scenes: list[str] | None = None  # scene of each image (the fold unit of a CautiousGate)
 
 
 def grid_values(n: int) -> Tensor:
@@ -112,6 +118,7 @@ def gate_data(
     by_source = bank.by_source(indices)
     labels = source_labels(by_source)
     rows: list[tuple[GateTable, float, str]] = []
+    scenes: list[str] = []
     total = len(indices) + len(real_photos)
     with tqdm(total=total, desc="gate tables", leave=False) as bar:
         for src, members in by_source.items():
@@ -119,10 +126,12 @@ def gate_data(
             for i in members:
                 hazy, clear = bank.full(i)
                 rows.append((gate_table(model, hazy, clear, cfg), source_weights[label] / len(members), label))
+                scenes.append(f"{label}/{bank.names[i].split('_', 1)[0]}")
                 bar.update()
         for path in real_photos:
             hazy = read_image(path).rgb
             rows.append((gate_table(model, hazy, None, cfg), cfg.real_weight / len(real_photos), "real_unpaired"))
+            scenes.append(f"real_unpaired/{path.stem}")
             bar.update()
     weight = torch.tensor([w for _, w, _ in rows])
     return GateData(
@@ -131,6 +140,7 @@ def gate_data(
         torch.stack([r.clipped for r, _, _ in rows]),
         weight / weight.sum(),
         [s for _, _, s in rows],
+        scenes,
     )
 
 
@@ -145,21 +155,40 @@ def interpolate(table: Tensor, g: Tensor) -> Tensor:
     return table[rows, lo] * (1.0 - frac) + table[rows, lo + 1] * frac
 
 
-def fit_gate(data: GateData, cfg: GateConfig) -> tuple[HazeGate, list[float]]:
-    """A :class:`HazeGate` minimising the weighted interpolated loss (full batch, Adam), and its loss
-    every 100 steps."""
-    torch.manual_seed(cfg.seed)
-    gate = HazeGate(hidden=cfg.hidden)
-    gate.shift.copy_(data.inputs.mean(dim=0))
-    gate.scale.copy_(data.inputs.std(dim=0).clamp(min=1e-3))
-    opt = torch.optim.AdamW(gate.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def fit_gate(data: GateData, cfg: GateConfig) -> tuple[nn.Module, list[float]]:
+    """A :class:`HazeGate` minimising the weighted interpolated loss (full batch, AdamW), and its
+    loss every 100 steps; with ``cfg.members`` > 1 a :class:`CautiousGate` (module docstring) and
+    the members' losses, one after the other."""
     if cfg.loss not in ("l1", "relative"):
         raise ValueError(f"GateConfig.loss must be 'l1' or 'relative', got {cfg.loss!r}")
     table = data.loss if cfg.loss == "l1" else data.loss / data.loss[:, :1].clamp(min=0.01)
+    if cfg.members == 1:
+        return _fit_member(data.inputs, table, data.weight, cfg, cfg.seed)
+    if data.scenes is None:
+        raise ValueError("a gate of several members needs the tables' scenes (GateData.scenes)")
+    names = sorted(set(data.scenes))
+    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    fold = {names[j]: k % cfg.members for k, j in enumerate(order)}
+    gate, history = CautiousGate(cfg.members, cfg.hidden), []
+    for k in range(cfg.members):
+        keep = torch.tensor([fold[s] != k for s in data.scenes])
+        member, h = _fit_member(data.inputs[keep], table[keep], data.weight[keep], cfg, cfg.seed * cfg.members + k)
+        gate.members[k].load_state_dict(member.state_dict())
+        history += h
+    return gate.eval(), history
+
+
+def _fit_member(inputs: Tensor, table: Tensor, weight: Tensor, cfg: GateConfig, seed: int) -> tuple[HazeGate, list[float]]:
+    torch.manual_seed(seed)
+    gate = HazeGate(hidden=cfg.hidden)
+    gate.shift.copy_(inputs.mean(dim=0))
+    gate.scale.copy_(inputs.std(dim=0).clamp(min=1e-3))
+    weight = weight / weight.sum()
+    opt = torch.optim.AdamW(gate.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = []
     for step in range(cfg.steps):
-        g = gate(data.inputs).flatten()
-        loss = (interpolate(table, g) * data.weight).sum()
+        g = gate(inputs).flatten()
+        loss = (interpolate(table, g) * weight).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
