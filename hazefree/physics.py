@@ -283,8 +283,11 @@ def opened_maximum(image: Tensor, size: int) -> Tensor:
     if size < 1 or size % 2 == 0:
         raise ValueError(f"size must be a positive odd int, got {size}")
     r = size // 2
-    eroded = -F.max_pool2d(-image, size, 1, r)  # max_pool2d pads with -inf: windows clipped at the border
-    return F.max_pool2d(eroded, size, 1, r).amax(dim=(2, 3), keepdim=True)
+    if r == 0:
+        return image.amax(dim=(2, 3), keepdim=True)
+    # separable 1-D passes (exact for min and max); max_pool2d's k x k kernel costs k^2 per pixel
+    eroded = _min_filter_1d(_min_filter_1d(image, r, dim=-2), r, dim=-1)
+    return -_min_filter_1d(_min_filter_1d(-eroded, r, dim=-2), r, dim=-1).amin(dim=(2, 3), keepdim=True)
 
 
 def estimate_airlight(image: Tensor, method: str = "max_luma") -> Tensor:
