@@ -149,19 +149,29 @@ class _GuidedPix2PixGraph(nn.Module):
 
     def transmission(self, hazy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(refined t at full size, working-size image, coarse t0, U-Net bottleneck)."""
+        low, t0, bottleneck = self.coarse(hazy)
+        return self.refine(hazy, low, t0), low, t0, bottleneck
+
+    def coarse(self, hazy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(working-size image, the U-Net's coarse t0, its bottleneck)."""
         from .models.guided_pix2pix import working_size
-        from .ops import rgb_to_gray
 
         net = self.model
         h, w = hazy.shape[-2:]
         work = net.work_size if net.work_size is not None else torch.sym_max(h, w)
         low = F.interpolate(hazy, size=working_size(h, w, work), mode="bilinear", align_corners=False, antialias=True)
         logits, bottleneck = _unet_features(net.backbone, low)
-        t0 = torch.sigmoid(logits)
+        return low, torch.sigmoid(logits), bottleneck
+
+    def refine(self, hazy: Tensor, low: Tensor, t0: Tensor) -> Tensor:
+        """The fast guided filter's refinement of t0 at full size (eq. 41)."""
+        from .ops import rgb_to_gray
+
+        net = self.model
         mean_a, mean_b = _guided_coefficients(rgb_to_gray(low), t0, net.radius, net.eps)
-        up_a = F.interpolate(mean_a.float(), size=(h, w), mode="bilinear", align_corners=False)
-        up_b = F.interpolate(mean_b.float(), size=(h, w), mode="bilinear", align_corners=False)
-        return (up_a * rgb_to_gray(hazy) + up_b).clamp(net.t_min, 1.0), low, t0, bottleneck
+        up_a = F.interpolate(mean_a.float(), size=hazy.shape[-2:], mode="bilinear", align_corners=False)
+        up_b = F.interpolate(mean_b.float(), size=hazy.shape[-2:], mode="bilinear", align_corners=False)
+        return (up_a * rgb_to_gray(hazy) + up_b).clamp(net.t_min, 1.0)
 
 
 class _HeadedGuidedPix2PixGraph(_GuidedPix2PixGraph):
@@ -178,6 +188,46 @@ class _HeadedGuidedPix2PixGraph(_GuidedPix2PixGraph):
         k = _HEAD_ESTIMATORS.index(net.airlight)
         reference = estimates[:, 3 * k : 3 * k + 3].reshape(-1, 3, 1, 1)
         a = net.airlight_head(head_inputs(bottleneck, estimates, low, t0), reference)
+        return ((hazy - a) / t + a).clamp(0.0, 1.0), t, a
+
+
+def _pick(variants: list[Tensor], index) -> Tensor:
+    """``variants[index]`` for a symbolic ``index``: stacked and selected in the graph."""
+    return torch.stack(variants).select(0, index)
+
+
+class _GatedGuidedPix2PixGraph(_HeadedGuidedPix2PixGraph):
+    """Guided-Pix2Pix with a haze gate (stage 12): the headed graph, plus the gate's blend of the
+    dark-channel prior into t0 before the guided filter, as :meth:`GuidedPix2Pix.coarse` does. The
+    prior's airlight is the caller's ``dark_channel`` estimate (one of the N x 9). Its patch radius
+    (:func:`~hazefree.models.guided_pix2pix.prior_radius`) and the opening's
+    (:func:`~hazefree.models.guided_pix2pix.opening_radius`) depend on the image size, a branch in
+    Python; the graph computes the dark channel (and the opening) for every radius the working size
+    allows and selects one by the radius computed from the shape."""
+
+    def forward(self, hazy: Tensor, estimates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        from .models.guided_pix2pix import (
+            _HEAD_ESTIMATORS, blend_prior, gate_inputs, head_inputs, opening_radius, prior_radius,
+        )
+        from .physics import dark_channel, opened_maximum
+
+        net = self.model
+        low, t0, bottleneck = self.coarse(hazy)
+        k = _HEAD_ESTIMATORS.index(net.airlight)
+        a = net.airlight_head(head_inputs(bottleneck, estimates, low, t0), estimates[:, 3 * k : 3 * k + 3].reshape(-1, 3, 1, 1))
+        d = _HEAD_ESTIMATORS.index("dark_channel")
+        a_prior = estimates[:, 3 * d : 3 * d + 3].reshape(-1, 3, 1, 1)
+        if net.prior_airlight_window is not None:
+            top = opening_radius(net.prior_airlight_window, net.work_size)
+            r = opening_radius(net.prior_airlight_window, torch.sym_max(*low.shape[-2:]))
+            caps = [opened_maximum(low, 2 * q + 1) for q in range(1, top + 1)]
+            a_prior = torch.minimum(a_prior, _pick(caps, r - 1))
+        scaled = low / a_prior
+        darks = [dark_channel(scaled, 2 * q + 1) for q in range(1, 8)]
+        t_prior = 1.0 - 0.95 * _pick(darks, prior_radius(low.shape[-1], hazy.shape[-1]) - 1)
+        g = net.haze_gate(gate_inputs(estimates, low, t0, t_prior))
+        t0, a = blend_prior(t0, a, t_prior, a_prior, g)
+        t = self.refine(hazy, low, t0)
         return ((hazy - a) / t + a).clamp(0.0, 1.0), t, a
 
 
@@ -216,11 +266,17 @@ def graph_module(model: nn.Module) -> nn.Module:
     if type(model) is GuidedPix2Pix and model.airlight_floor is not None:
         # the floor reads the refined t, which only the graph computes: the caller could not pass A
         raise ValueError("export of Guided-Pix2Pix with airlight_floor is not supported; export it without the option")
+    if type(model) is GuidedPix2Pix and model.haze_gate is not None and model.airlight_head is None:
+        raise ValueError("export of Guided-Pix2Pix with a haze gate but no airlight head is not supported")
     if type(model) is GuidedPix2Pix and model.airlight_head is not None:
         from .models.guided_pix2pix import _HEAD_ESTIMATORS
 
         if model.airlight not in _HEAD_ESTIMATORS:
             raise ValueError(f"export of an airlight head over the {model.airlight!r} estimate is not supported")
+        if model.haze_gate is not None:
+            if model.work_size is None:
+                raise ValueError("export of Guided-Pix2Pix with a haze gate needs a work_size (the prior's sizes are bounded by it)")
+            return _GatedGuidedPix2PixGraph(model.eval()).eval()
         return _HeadedGuidedPix2PixGraph(model.eval()).eval()
     for cls, wrapper in wrappers.items():
         if type(model) is cls:

@@ -51,7 +51,7 @@ def test_exported_set_covers_the_shipped_models():
     assert {"guided-pix2pix", "aod-net", "dcp"} <= set(EXPORTED)
 
 
-def _check_against_dehazer(graph: Path, method: str) -> None:
+def _check_against_dehazer(graph: Path, method: str, atol: float = 1e-4, airlight_atol: float = 1e-5) -> None:
     """onnxruntime with the example's caller-side airlight against hazefree.Dehazer(method)."""
     import onnxruntime as ort
 
@@ -69,11 +69,11 @@ def _check_against_dehazer(graph: Path, method: str) -> None:
         rgb = image[0].permute(1, 2, 0).numpy()
         got = example.dehaze(session, rgb)
         assert got["clear"].shape == tuple(expected.clear.shape)
-        np.testing.assert_allclose(got["clear"], expected.clear.numpy(), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(got["clear"], expected.clear.numpy(), rtol=0, atol=atol)
         if expected.transmission is None:
             assert set(got) == {"clear"}
             continue
-        np.testing.assert_allclose(got["transmission"], expected.transmission.numpy(), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(got["transmission"], expected.transmission.numpy(), rtol=0, atol=atol)
         # the example computed A (or the head's estimates) itself: the same estimator, the same tie rule
         if "airlight" in got:  # a head: its estimators are listed, no single one is named
             assert meta["airlight_method"] == "" and json.loads(meta["airlight_estimates"])
@@ -81,7 +81,7 @@ def _check_against_dehazer(graph: Path, method: str) -> None:
         else:
             assert json.loads(meta["airlight_estimates"]) == []
             airlight = example.airlight(rgb, meta["airlight_method"])
-        np.testing.assert_allclose(airlight.flatten(), expected.airlight.flatten().numpy(), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(airlight.flatten(), expected.airlight.flatten().numpy(), rtol=0, atol=airlight_atol)
 
 
 @pytest.mark.slow
@@ -105,6 +105,28 @@ def test_airlight_head_is_in_the_graph(tmp_path, capsys):
     assert cli.main(["export", str(weights), "-o", str(graph)]) == 0
     assert "the caller computes airlight_estimates with max_luma, dark_channel" in capsys.readouterr().out
     _check_against_dehazer(graph, str(weights))
+
+
+@pytest.mark.slow
+@needs_photo
+def test_haze_gate_is_in_the_graph(tmp_path):
+    # a gate that moves g with the image (a trained-looking last layer), with the airlight cap: the
+    # photo (resized to 256) and the 301 x 419 image take different patch and opening radii
+    torch.manual_seed(0)
+    options = {"ngf": 4, "num_downs": 4, "work_size": 256, "airlight": "dark_channel_brightest",
+               "airlight_head": True, "haze_gate": True, "prior_airlight_window": 0.03}
+    net = models.create("guided-pix2pix", **options)
+    torch.nn.init.normal_(net.airlight_head.mlp[-1].weight, std=0.5)
+    torch.nn.init.normal_(net.haze_gate.mlp[-1].weight, std=0.5)
+    torch.nn.init.zeros_(net.haze_gate.mlp[-1].bias)
+    weights = tmp_path / "gated.safetensors"
+    models.save_weights(net, weights, "guided-pix2pix", options)
+    graph = tmp_path / "gated.onnx"
+    assert cli.main(["export", str(weights), "-o", str(graph)]) == 0
+    # The prior's dark channel has plateaus: which of its tied pixels the gate's depth statistics
+    # take (TopK) is the runtime's choice, which moves g by about 1e-4 (measured: J at most 1.05e-4
+    # and the blended A 3.3e-5 off)
+    _check_against_dehazer(graph, str(weights), atol=2e-4, airlight_atol=1e-4)
 
 
 @needs_photo

@@ -13,6 +13,7 @@ working-size version while the transmission keeps full-resolution edges.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import NamedTuple
 
 import torch
@@ -221,12 +222,26 @@ def head_inputs(bottleneck: Tensor, estimates: Tensor, low: Tensor, t0: Tensor) 
     return torch.cat([bottleneck.mean(dim=(2, 3)), estimates, depth_statistics(low, t0.detach())], dim=1)
 
 
-def prior_transmission(low: Tensor, airlight: Tensor, scale: float, omega: float = 0.95) -> Tensor:
+def prior_radius(low_width, width):
+    """The prior's dark-channel patch radius at the working size: DCP's 7 (a 15 px patch) scaled by
+    ``low_width / width`` and rounded half up, at least 1. Integer arithmetic, so that it is also a
+    symbolic size in an ONNX export."""
+    return torch.sym_max(1, (14 * low_width + width) // (2 * width))
+
+
+def opening_radius(window: float, longer_side):
+    """The radius of the opening that caps the prior's airlight: ``window`` x the working image's
+    longer side / 2, rounded half up, at least 1 (``window`` as a fraction p/q, so that the formula
+    is integer arithmetic)."""
+    frac = Fraction(window).limit_denominator(1000)
+    return torch.sym_max(1, (frac.numerator * longer_side + frac.denominator) // (2 * frac.denominator))
+
+
+def prior_transmission(low: Tensor, airlight: Tensor, radius: int, omega: float = 0.95) -> Tensor:
     """He et al.'s coarse transmission t = 1 - omega dark(I / A) (eq. 12) of the working-size image
-    ``low``, with the 15 px patch scaled by ``scale`` (working over full size), so that it covers the
-    same part of the scene as DCP's patch on the full image."""
-    patch = max(3, 2 * round(7 * scale) + 1)
-    return 1.0 - omega * dark_channel(low / airlight, patch)
+    ``low`` with a (2 ``radius`` + 1) px patch (:func:`prior_radius`: DCP's 15 px patch on the full
+    image, scaled to the working size)."""
+    return 1.0 - omega * dark_channel(low / airlight, 2 * radius + 1)
 
 
 def blend_prior(t0: Tensor, a: Tensor, t_prior: Tensor, a_prior: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
@@ -404,9 +419,9 @@ class GuidedPix2Pix(nn.Module):
         with torch.no_grad():
             a_prior = coarse.estimates["dark_channel"]
             if self.prior_airlight_window is not None:
-                size = max(3, 2 * round(self.prior_airlight_window * max(low.shape[-2:]) / 2) + 1)
-                a_prior = torch.minimum(a_prior, opened_maximum(low, size))
-            t_prior = prior_transmission(low, a_prior, low.shape[-1] / hazy.shape[-1])
+                r = opening_radius(self.prior_airlight_window, max(low.shape[-2:]))
+                a_prior = torch.minimum(a_prior, opened_maximum(low, 2 * r + 1))
+            t_prior = prior_transmission(low, a_prior, prior_radius(low.shape[-1], hazy.shape[-1]))
             inputs = gate_inputs(_stack(coarse.estimates), low, coarse.t0, t_prior)
         return Prior(t_prior, a_prior, inputs)
 
