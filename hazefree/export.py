@@ -209,7 +209,7 @@ class _GatedGuidedPix2PixGraph(_HeadedGuidedPix2PixGraph):
         from .models.guided_pix2pix import (
             _HEAD_ESTIMATORS, blend_prior, gate_inputs, head_inputs, opening_radius, prior_radius,
         )
-        from .physics import dark_channel, opened_maximum
+        from .physics import MIN_AIRLIGHT, dark_channel, opened_maximum
 
         net = self.model
         low, t0, bottleneck = self.coarse(hazy)
@@ -222,6 +222,7 @@ class _GatedGuidedPix2PixGraph(_HeadedGuidedPix2PixGraph):
             r = opening_radius(net.prior_airlight_window, torch.sym_max(*low.shape[-2:]))
             caps = [opened_maximum(low, 2 * q + 1) for q in range(1, top + 1)]
             a_prior = torch.minimum(a_prior, _pick(caps, r - 1))
+        a_prior = a_prior.clamp(min=MIN_AIRLIGHT)
         scaled = low / a_prior
         darks = [dark_channel(scaled, 2 * q + 1) for q in range(1, 8)]
         t_prior = 1.0 - 0.95 * _pick(darks, prior_radius(low.shape[-1], hazy.shape[-1]) - 1)

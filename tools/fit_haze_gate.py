@@ -34,12 +34,15 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--real", default="../shared/data/train/real_unpaired")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--init", help="the frozen network's weights instead of CONFIG's init")
     ap.add_argument("--loss", choices=("l1", "relative"), default="l1", help="the error the gate minimises")
     ap.add_argument("--members", type=int, default=1, help="> 1: a CautiousGate of scene-disjoint folds")
     ap.add_argument("--prior-airlight-window", type=float,
                     help="cap the prior's airlight by a grey opening of this share of the side (GuidedPix2Pix)")
     args = ap.parse_args()
     cfg = load_config(args.config)
+    if args.init:
+        cfg.init = args.init
     torch.set_num_threads(cfg.threads)
     gate_cfg = GateConfig(loss=args.loss, members=args.members)
     fitting, _ = real_split(args.real, gate_cfg)

@@ -215,8 +215,9 @@ def override_airlight(net: nn.Module, airlight: str, method: str) -> nn.Module:
     """Make ``net`` (model ``method``) use the estimator ``airlight`` for A, in place; returns ``net``.
 
     A is then exactly that estimator's: a learned airlight head (Guided-Pix2Pix's
-    :class:`~hazefree.models.guided_pix2pix.AirlightHead`) and an airlight floor, which would
-    otherwise correct or raise it, are bypassed. A model without an airlight (it maps hazy to clear
+    :class:`~hazefree.models.guided_pix2pix.AirlightHead`), an airlight floor and a haze gate
+    (which blends DCP's A in), which would otherwise correct, raise or move it, are bypassed; t is
+    then the network's own. A model without an airlight (it maps hazy to clear
     directly, e.g. AOD-Net) raises ValueError saying so.
     """
     if _estimator(net) is None:
@@ -232,4 +233,6 @@ def override_airlight(net: nn.Module, airlight: str, method: str) -> nn.Module:
         inner.airlight_head = None
     if getattr(inner, "airlight_floor", None) is not None:
         inner.airlight_floor = None
+    if getattr(inner, "haze_gate", None) is not None:
+        inner.haze_gate = None
     return net

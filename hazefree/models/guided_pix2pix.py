@@ -421,6 +421,7 @@ class GuidedPix2Pix(nn.Module):
             if self.prior_airlight_window is not None:
                 r = opening_radius(self.prior_airlight_window, max(low.shape[-2:]))
                 a_prior = torch.minimum(a_prior, opened_maximum(low, 2 * r + 1))
+            a_prior = a_prior.clamp(min=MIN_AIRLIGHT)  # a black image: no 0 / 0 in I / A
             t_prior = prior_transmission(low, a_prior, prior_radius(low.shape[-1], hazy.shape[-1]))
             inputs = gate_inputs(_stack(coarse.estimates), low, coarse.t0, t_prior)
         return Prior(t_prior, a_prior, inputs)
