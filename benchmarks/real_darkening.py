@@ -29,7 +29,7 @@ from hazefree.evaluation.no_reference import brightness_ratio, clipped_share
 from hazefree.io import IMAGE_EXTENSIONS, read_image
 from hazefree.metrics.fade import fade
 from hazefree.models import load
-from hazefree.physics import opened_maximum
+from hazefree.physics import opened_maximum, remove_haze
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 outs = {method: res.clear}
                 if k and res.transmission is not None and res.airlight is not None:
                     a = torch.minimum(res.airlight, opened_maximum(hazy, k))
-                    outs[f"{method}+cap{k}"] = (hazy - a) / res.transmission.clamp(min=model.t_min) + a
+                    outs[f"{method}+cap{k}"] = remove_haze(hazy, res.transmission, a, t_min=model.t_min)
             for name, out in outs.items():
                 out = out.clamp(0.0, 1.0)
                 rows = scores.setdefault(name, {"photo": [], "fade": [], "clipped": [], "brightness": []})

@@ -181,14 +181,18 @@ class _HeadedGuidedPix2PixGraph(_GuidedPix2PixGraph):
     :meth:`GuidedPix2Pix.coarse` does; A is a third output."""
 
     def forward(self, hazy: Tensor, estimates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        t, low, t0, bottleneck = self.transmission(hazy)
+        a = self.head_airlight(estimates, low, t0, bottleneck)
+        return ((hazy - a) / t + a).clamp(0.0, 1.0), t, a
+
+    def head_airlight(self, estimates: Tensor, low: Tensor, t0: Tensor, bottleneck: Tensor) -> Tensor:
+        """The head's A from the caller's estimates (N x 9), as :meth:`GuidedPix2Pix.network_coarse`."""
         from .models.guided_pix2pix import _HEAD_ESTIMATORS, head_inputs
 
         net = self.model
-        t, low, t0, bottleneck = self.transmission(hazy)
         k = _HEAD_ESTIMATORS.index(net.airlight)
         reference = estimates[:, 3 * k : 3 * k + 3].reshape(-1, 3, 1, 1)
-        a = net.airlight_head(head_inputs(bottleneck, estimates, low, t0), reference)
-        return ((hazy - a) / t + a).clamp(0.0, 1.0), t, a
+        return net.airlight_head(head_inputs(bottleneck, estimates, low, t0), reference)
 
 
 def _pick(variants: list[Tensor], index) -> Tensor:
@@ -207,14 +211,13 @@ class _GatedGuidedPix2PixGraph(_HeadedGuidedPix2PixGraph):
 
     def forward(self, hazy: Tensor, estimates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         from .models.guided_pix2pix import (
-            _HEAD_ESTIMATORS, blend_prior, gate_inputs, head_inputs, opening_radius, prior_radius,
+            _HEAD_ESTIMATORS, DCP_RADIUS, blend_prior, gate_inputs, opening_radius, prior_radius, prior_transmission,
         )
-        from .physics import MIN_AIRLIGHT, dark_channel, opened_maximum
+        from .physics import MIN_AIRLIGHT, opened_maximum
 
         net = self.model
         low, t0, bottleneck = self.coarse(hazy)
-        k = _HEAD_ESTIMATORS.index(net.airlight)
-        a = net.airlight_head(head_inputs(bottleneck, estimates, low, t0), estimates[:, 3 * k : 3 * k + 3].reshape(-1, 3, 1, 1))
+        a = self.head_airlight(estimates, low, t0, bottleneck)
         d = _HEAD_ESTIMATORS.index("dark_channel")
         a_prior = estimates[:, 3 * d : 3 * d + 3].reshape(-1, 3, 1, 1)
         if net.prior_airlight_window is not None:
@@ -223,9 +226,8 @@ class _GatedGuidedPix2PixGraph(_HeadedGuidedPix2PixGraph):
             caps = [opened_maximum(low, 2 * q + 1) for q in range(1, top + 1)]
             a_prior = torch.minimum(a_prior, _pick(caps, r - 1))
         a_prior = a_prior.clamp(min=MIN_AIRLIGHT)
-        scaled = low / a_prior
-        darks = [dark_channel(scaled, 2 * q + 1) for q in range(1, 8)]
-        t_prior = 1.0 - 0.95 * _pick(darks, prior_radius(low.shape[-1], hazy.shape[-1]) - 1)
+        priors = [prior_transmission(low, a_prior, q) for q in range(1, DCP_RADIUS + 1)]
+        t_prior = _pick(priors, prior_radius(low.shape[-1], hazy.shape[-1]) - 1)
         g = net.haze_gate(gate_inputs(estimates, low, t0, t_prior))
         t0, a = blend_prior(t0, a, t_prior, a_prior, g)
         t = self.refine(hazy, low, t0)

@@ -200,10 +200,7 @@ class TemporalDehazer:
         t0 blended with the warped previous t0 before the guided filter."""
         from .ops import fast_guided_filter, guided_filter, rgb_to_gray
 
-        size = model.working_size(*hazy.shape[-2:])
-        low = hazy
-        if size != tuple(hazy.shape[-2:]):
-            low = F.interpolate(hazy, size=size, mode="bilinear", align_corners=False, antialias=True)
+        low = model.working_image(hazy)
         a, t0 = model.coarse(hazy, low)
         a = self._airlight(a)
         guide_low = rgb_to_gray(low)

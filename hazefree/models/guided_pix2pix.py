@@ -222,11 +222,15 @@ def head_inputs(bottleneck: Tensor, estimates: Tensor, low: Tensor, t0: Tensor) 
     return torch.cat([bottleneck.mean(dim=(2, 3)), estimates, depth_statistics(low, t0.detach())], dim=1)
 
 
+# He et al.'s dark-channel patch radius (a 15 px patch) on the full image; the prior's is scaled from it.
+DCP_RADIUS = 7
+
+
 def prior_radius(low_width, width):
-    """The prior's dark-channel patch radius at the working size: DCP's 7 (a 15 px patch) scaled by
-    ``low_width / width`` and rounded half up, at least 1. Integer arithmetic, so that it is also a
-    symbolic size in an ONNX export."""
-    return torch.sym_max(1, (14 * low_width + width) // (2 * width))
+    """The prior's dark-channel patch radius at the working size: :data:`DCP_RADIUS` scaled by
+    ``low_width / width`` and rounded half up, between 1 and :data:`DCP_RADIUS`. Integer arithmetic,
+    so that it is also a symbolic size in an ONNX export."""
+    return torch.sym_max(1, (2 * DCP_RADIUS * low_width + width) // (2 * width))
 
 
 def opening_radius(window: float, longer_side):
