@@ -201,16 +201,25 @@ def depth_statistics(image: Tensor, t0: Tensor) -> Tensor:
     Returns N x 9: mean colour of the haziest pixels (3) and their mean t0, the same for the
     clearest pixels (3 + 1), and the mean t0. With I = J t + A (1 - t), the haziest pixels'
     colour and t0 bound A from below and say how far to extrapolate.
+
+    The k = 1 % pixels are those strictly beyond the k-th value of t0, plus an equal share of every
+    pixel tied with it: a dark channel has plateaus, and which tied pixels ``topk`` returns is up to
+    the runtime (PyTorch and onnxruntime differ), so the tied ones are averaged, each with weight
+    (k - strictly beyond) / tied. Without ties this is the plain mean of the k selected pixels.
     """
     n = image.shape[0]
     flat_t = t0.reshape(n, -1)
     flat_i = image.reshape(n, image.shape[1], -1)
     k = torch.sym_max(1, flat_t.shape[1] // 100)  # integer arithmetic: also a symbolic size in ONNX export
     out = []
-    for largest in (False, True):
-        t_sel, idx = flat_t.topk(k, dim=1, largest=largest)
-        colour = flat_i.gather(2, idx.unsqueeze(1).expand(-1, flat_i.shape[1], -1)).mean(dim=2)
-        out += [colour, t_sel.mean(dim=1, keepdim=True)]
+    for sign in (-1.0, 1.0):  # haziest (lowest t0), then clearest
+        ranked = sign * flat_t
+        kth = ranked.topk(k, dim=1).values[:, -1:]
+        beyond, tied = (ranked > kth).to(flat_t), (ranked == kth).to(flat_t)
+        share = (k - beyond.sum(dim=1, keepdim=True)) / tied.sum(dim=1, keepdim=True)
+        weight = beyond + share * tied  # sums to k
+        colour = (flat_i * weight.unsqueeze(1)).sum(dim=2) / k
+        out += [colour, (flat_t * weight).sum(dim=1, keepdim=True) / k]
     return torch.cat(out + [flat_t.mean(dim=1, keepdim=True)], dim=1)
 
 
