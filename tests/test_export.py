@@ -123,10 +123,9 @@ def test_haze_gate_is_in_the_graph(tmp_path):
     models.save_weights(net, weights, "guided-pix2pix", options)
     graph = tmp_path / "gated.onnx"
     assert cli.main(["export", str(weights), "-o", str(graph)]) == 0
-    # The prior's dark channel has plateaus: which of its tied pixels the gate's depth statistics
-    # take (TopK) is the runtime's choice, which moves g by about 1e-4 (measured: J at most 1.05e-4
-    # and the blended A 3.3e-5 off)
-    _check_against_dehazer(graph, str(weights), atol=2e-4, airlight_atol=1e-4)
+    # A_g = (1 - g) A + g A_prior: this random gate is steep, so float32 rounding in its whole-image
+    # input statistics moves A_g by up to 1.5e-5 (measured); J and t stay within 1e-4
+    _check_against_dehazer(graph, str(weights), airlight_atol=3e-5)
 
 
 @needs_photo

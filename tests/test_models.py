@@ -169,6 +169,27 @@ class TestGuidedPix2Pix:
         torch.testing.assert_close(got[0, 7], t0[0, 0, -1, -2:].mean())
         torch.testing.assert_close(got[0, 8], torch.tensor(0.5))
 
+    def test_depth_statistics_share_ties_evenly(self):
+        from hazefree.models.guided_pix2pix import depth_statistics
+
+        # 200 pixels, k = 2: one pixel below the plateau, two tied with the 2nd lowest t0 (0.2)
+        t0 = torch.full((1, 1, 10, 20), 0.5)
+        image = torch.rand(1, 3, 10, 20)
+        t0[0, 0, 3, 4], image[0, :, 3, 4] = 0.1, torch.tensor([0.9, 0.9, 0.9])
+        t0[0, 0, 5, 6], image[0, :, 5, 6] = 0.2, torch.tensor([0.2, 0.4, 0.6])
+        t0[0, 0, 8, 1], image[0, :, 8, 1] = 0.2, torch.tensor([0.6, 0.4, 0.2])
+        got = depth_statistics(image, t0)
+        torch.testing.assert_close(got[0, :3], torch.tensor([0.65, 0.65, 0.65]))  # (0.9 + (a + b) / 2) / 2
+        torch.testing.assert_close(got[0, 3], torch.tensor(0.15))
+        # A dark channel's plateaus (t0 on 6 levels): the statistics do not depend on pixel order,
+        # which is what lets an ONNX runtime reproduce them
+        torch.manual_seed(0)
+        t0 = (torch.rand(2, 1, 30, 40) * 6).floor() / 6
+        image = torch.rand(2, 3, 30, 40)
+        perm = torch.randperm(1200)
+        shuffled = depth_statistics(image.flatten(2)[..., perm].view_as(image), t0.flatten(2)[..., perm].view_as(t0))
+        torch.testing.assert_close(shuffled, depth_statistics(image, t0))
+
     def test_unet_and_discriminator_shapes(self):
         g = UNetGenerator(3, 1, ngf=4, num_downs=4)
         assert g(torch.rand(1, 3, 50, 30)).shape == (1, 1, 50, 30)
