@@ -81,7 +81,8 @@ from torch.func import functional_call
 from .config import TrainConfig
 from .objectives import Objective
 
-__all__ = ["PatchReweighter", "ImageEvidence", "Bild", "BildStep", "reweighter_input"]
+__all__ = ["PatchReweighter", "ImageEvidence", "ConsistencyEvidence", "Bild", "BildStep", "pair_consistency",
+           "reweighter_input"]
 
 
 class _ResidualBlock(nn.Module):
@@ -148,6 +149,48 @@ class ImageEvidence(nn.Module):
         self.count.index_add_(0, index, torch.ones_like(centred))
 
 
+def pair_consistency(hazy: Tensor, clear: Tensor) -> Tensor:
+    """c_i in [-1, 1] (N): the cosine between the hazy and the clear patch's gradient fields (forward
+    differences of the channel mean). Haze under a slowly varying t scales the scene's gradients,
+    I = J t + A (1 - t) gives grad I ~ t grad J, so a true pair is near 1; a target of another scene,
+    noise or a misaligned one is near 0."""
+    def grads(x: Tensor) -> Tensor:
+        g = x.mean(dim=1)
+        return torch.cat([(g[:, 1:, :-1] - g[:, :-1, :-1]).flatten(1), (g[:, :-1, 1:] - g[:, :-1, :-1]).flatten(1)], 1)
+
+    a, b = grads(hazy), grads(clear)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+
+
+class ConsistencyEvidence(nn.Module):
+    """The pooled slope b of the normalised R_i data part on the pair consistency c_i
+    (:func:`pair_consistency`), for ``bild.consistency`` (a deviation from the paper, docs/bild.md).
+
+    Like :class:`ImageEvidence` it uses the outer objective's per-batch optimum log w_i = const -
+    R_i^data / alpha, but pools it over a feature instead of an image: b = sum (c - c_bar)(d - d_bar)
+    / (sum (c - c_bar)^2 + ``prior``), with sums over every patch of every probed batch, centred
+    within each batch. A single image's lasting offset in R_i then averages out over the others that
+    share its consistency. The score added to f_phi's is -b c_i / alpha.
+    """
+
+    def __init__(self, prior: float) -> None:
+        super().__init__()
+        if prior <= 0:
+            raise ValueError(f"bild.consistency_prior must be > 0, got {prior}")
+        self.prior = prior
+        self.register_buffer("sxy", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("sxx", torch.zeros((), dtype=torch.float64))
+
+    def slope(self) -> float:
+        return float(self.sxy / (self.sxx + self.prior))
+
+    def add(self, c: Tensor, data_part: Tensor) -> None:
+        """Count one batch: consistencies ``c`` and data parts R_i^data / s (N each)."""
+        dc, dd = (c - c.mean()).double(), (data_part - data_part.mean()).double()
+        self.sxy += (dc * dd).sum()
+        self.sxx += dc.pow(2).sum()
+
+
 def reweighter_input(batch: dict[str, Tensor], kind: str) -> Tensor:
     """What f_phi sees: the (hazy, clear) pair as 6 channels, or the hazy patch alone."""
     if kind == "pair":
@@ -182,22 +225,27 @@ def _ess(w: Tensor) -> float:
     return float(1.0 / w.pow(2).sum())
 
 
-def temper(scores: Tensor, share: float, iters: int = 50) -> float:
-    """The largest beta in (0, 1] with ESS(softmax(beta scores)) >= share N, by bisection (the
-    ESS falls as beta grows, from N at beta = 0): tempered importance weights. 1 when the
-    untempered weights already have that ESS."""
+def temper(scores: Tensor, share: float, iters: int = 50, ceiling: float = 1.0) -> float:
+    """The largest beta in (0, ``ceiling``] with ESS(softmax(beta scores)) >= share N, by bisection
+    (the ESS falls as beta grows, from N at beta = 0): tempered importance weights. ``ceiling``
+    when the weights at that beta already have that ESS (with the default 1: the paper's softmax
+    untouched; with a large ceiling the batch's ESS is held at share N, ``bild.ess_target``)."""
     n = scores.numel()
 
     def ess(beta: float) -> float:
         return _ess(torch.softmax(beta * scores.double(), dim=0))
 
-    if ess(1.0) >= share * n:
-        return 1.0
-    lo, hi = 0.0, 1.0
+    if ess(ceiling) >= share * n:
+        return ceiling
+    lo, hi = 0.0, ceiling
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if ess(mid) >= share * n else (lo, mid)
     return lo
+
+
+# beta's upper bound under bild.ess_target: far beyond what any batch needs to reach its ESS
+TARGET_CEILING = 1e4
 
 
 class Bild:
@@ -220,6 +268,7 @@ class Bild:
         if not 0 <= b.ess < 1:
             raise ValueError(f"bild.ess must be in [0, 1) (0 = off), got {b.ess}")
         self.ess_min = b.ess
+        self.ess_ceiling = TARGET_CEILING if b.ess_target else 1.0
         self.val_batches, self.world = val_batches, world
         self._last_scale, self._last_val_loss = 1.0, float("nan")
         self.net = PatchReweighter(6 if b.input == "pair" else 3, b.width)
@@ -230,20 +279,27 @@ class Bild:
             if self.alpha <= 0:
                 raise ValueError("bild.memory needs bild.alpha > 0 (its scores are -m_i / alpha)")
             self.memory = ImageEvidence(n_images, b.memory_prior)
+        self.consistency: ConsistencyEvidence | None = None
+        if b.consistency:
+            if self.alpha <= 0:
+                raise ValueError("bild.consistency needs bild.alpha > 0 (its scores are -b c / alpha)")
+            self.consistency = ConsistencyEvidence(b.consistency_prior)
         if world > 1:  # every rank starts from rank 0's phi
             for p in self.net.parameters():
                 dist.broadcast(p.data, 0)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=b.lr)
 
     def log_weights(self, batch: dict[str, Tensor]) -> Tensor:
-        """log w over the batch (N): log_softmax(beta (f_phi - m / alpha)), m the images' evidence
-        (``bild.memory``, else 0), beta = :func:`temper` of the scores under the ESS rule
-        (``bild.ess`` > 0), else 1."""
+        """log w over the batch (N): log_softmax(beta (f_phi - m / alpha - b c / alpha)), m the images'
+        evidence (``bild.memory``, else 0), b c the consistency evidence (``bild.consistency``, else
+        0), beta = :func:`temper` of the scores under the ESS rule (``bild.ess`` > 0), else 1."""
         scores = self.net(reweighter_input(batch, self.kind))
         if self.memory is not None:
             scores = scores - self.memory.mean(_index(batch)) / self.alpha
+        if self.consistency is not None:
+            scores = scores - self.consistency.slope() * pair_consistency(batch["hazy"], batch["clear"]) / self.alpha
         if self.ess_min > 0:
-            scores = scores * temper(scores.detach(), self.ess_min)
+            scores = scores * temper(scores.detach(), self.ess_min, ceiling=self.ess_ceiling)
         return F.log_softmax(scores, dim=0)
 
     def _virtual_val_loss(self, batch: dict[str, Tensor], val: dict[str, Tensor], w: Tensor, eta: float) -> Tensor:
@@ -316,6 +372,8 @@ class Bild:
         r = d_j / scale + self.alpha * (log_w.detach() + 1.0)
         if self.memory is not None:
             self._remember(_index(batch), d_j / scale)
+        if self.consistency is not None:
+            self._remember_consistency(pair_consistency(batch["hazy"], batch["clear"]), d_j / scale)
         self.opt.zero_grad(set_to_none=True)
         (r * w).sum().backward()  # sum_i R_i grad_phi w_i
         return BildStep(w.detach(), w.detach(), r, scale, val_loss)
@@ -331,6 +389,18 @@ class Bild:
                 self.memory.add(i, d)
         else:
             self.memory.add(index, data_part)
+
+    def _remember_consistency(self, c: Tensor, data_part: Tensor) -> None:
+        """Add a batch to the consistency evidence; under DDP every rank adds every rank's batch."""
+        if self.world > 1:
+            cs = [torch.empty_like(c) for _ in range(self.world)]
+            parts = [torch.empty_like(data_part) for _ in range(self.world)]
+            dist.all_gather(cs, c.contiguous())
+            dist.all_gather(parts, data_part.contiguous())
+            for ci, d in zip(cs, parts):
+                self.consistency.add(ci, d)
+        else:
+            self.consistency.add(c, data_part)
 
     def step(self, batch: dict[str, Tensor], step: int, rank: int, eta: float) -> tuple[dict[str, float], BildStep]:
         """One bi-level step (module docstring, 1-4; phi's update only every ``every`` steps);

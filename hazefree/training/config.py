@@ -125,6 +125,9 @@ class BildConfig:
     # ESS rule: the weights are softmax(beta f_phi) with beta <= 1 the largest that keeps the
     # effective sample size 1 / sum w^2 of every batch >= ess x N (bisection per batch). 0 = off.
     ess: float = 0.0
+    # with ess_target the ESS is held at ess x N (beta unbounded above) instead of at least that:
+    # the batch's scores then set only the order of the weights, not their spread
+    ess_target: bool = False
     # R_i's data part from log l_i instead of l_i: g_v^T g_i / l_i, each patch's alignment with the
     # validation gradient per unit of its own loss (a deviation from eq. 6i, see docs/bild.md)
     relative: bool = False
@@ -133,6 +136,13 @@ class BildConfig:
     # memory_prior: the pseudo-count that shrinks m towards 0 while an image is seldom seen
     memory: bool = False
     memory_prior: float = 4.0
+    # a pooled evidence term on each pair's structural consistency c_i (the cosine of the hazy and
+    # clear patches' gradient fields): the within-batch regression slope b of the normalised R_i
+    # data part on c, accumulated over the run, adds -b c_i / alpha to f_phi's score
+    # (hazefree.training.bild.ConsistencyEvidence; a deviation from the paper, docs/bild.md);
+    # consistency_prior: added to the sum of squares of c, which shrinks b towards 0 early on
+    consistency: bool = False
+    consistency_prior: float = 1.0
 
 
 @dataclass

@@ -122,6 +122,8 @@ class Trainer:
         extra = {"reweighter": self.bild.net} if self.bild is not None else {}
         if self.bild is not None and self.bild.memory is not None:
             extra["reweighter_memory"] = self.bild.memory
+        if self.bild is not None and self.bild.consistency is not None:
+            extra["reweighter_consistency"] = self.bild.consistency
         return {**self.objective.networks(), **extra}
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
