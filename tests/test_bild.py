@@ -147,6 +147,15 @@ class TestEssRule:
         assert _ess(torch.softmax(1.01 * beta * scores, 0)) < 4.0  # the largest such beta
         assert temper(0.01 * scores, 0.5) == 1.0  # already spread enough: untouched
 
+    def test_ceiling_holds_the_effective_sample_size(self):
+        """bild.ess_target: beta may exceed 1, so the ESS is share N even for nearly equal scores."""
+        from hazefree.training.bild import TARGET_CEILING, _ess, temper
+
+        scores = 0.01 * torch.tensor([6.0, 1.0, 0.0, -1.0, 0.5, 0.0, 2.0, -3.0])
+        beta = temper(scores, 0.5, ceiling=TARGET_CEILING)
+        assert beta > 1
+        assert _ess(torch.softmax(beta * scores, 0)) == pytest.approx(4.0, rel=1e-6)
+
     def test_keeps_weights_from_collapsing(self, tmp_path):
         """alpha -> 0 lets the weights concentrate on few patches; bild.ess = 0.75 keeps every
         batch's ESS >= 0.75 N."""
@@ -284,10 +293,64 @@ class TestMemory:
             Trainer(_run_cfg(tmp_path, bild={"memory": True, "alpha": 0.0}), progress=False)
 
 
+class TestConsistency:
+    def test_pair_consistency(self):
+        """c = 1 for a pair rendered with I = J t + A (1 - t) at constant t, near 0 for another
+        scene's target, and the cosine of the forward-difference fields (NumPy) on random patches."""
+        from hazefree.training.bild import pair_consistency
+
+        torch.manual_seed(0)
+        clear = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 40, 40), 3, 1, 1, count_include_pad=False)  # smooth scenes
+        hazy = clear * 0.4 + torch.tensor([0.8, 0.85, 0.9]).view(1, 3, 1, 1) * 0.6
+        torch.testing.assert_close(pair_consistency(hazy, clear), torch.ones(4))
+        assert pair_consistency(hazy, clear.roll(1, dims=0)).abs().max() < 0.2
+        a, b = torch.rand(3, 3, 9, 11), torch.rand(3, 3, 9, 11)
+
+        def field(x):
+            g = x.mean(axis=0)
+            return np.concatenate([np.diff(g, axis=0)[:, :-1].ravel(), np.diff(g, axis=1)[:-1].ravel()])
+
+        want = [float(field(x) @ field(y) / np.linalg.norm(field(x)) / np.linalg.norm(field(y)))
+                for x, y in zip(a.double().numpy(), b.double().numpy())]
+        torch.testing.assert_close(pair_consistency(a, b), torch.tensor(want, dtype=torch.float32))
+
+    def test_slope_is_the_pooled_within_batch_regression(self):
+        from hazefree.training.bild import ConsistencyEvidence
+
+        ev = ConsistencyEvidence(prior=0.5)
+        batches = [([0.9, 0.1, 0.8], [-1.0, 2.0, 0.5]), ([0.2, 0.95, 0.9, 0.7], [1.0, -0.5, 0.0, 0.3])]
+        sxy = sxx = 0.0
+        for c, d in batches:
+            ev.add(torch.tensor(c), torch.tensor(d))
+            c, d = np.array(c) - np.mean(c), np.array(d) - np.mean(d)
+            sxy, sxx = sxy + c @ d, sxx + c @ c
+        assert ev.slope() == pytest.approx(sxy / (sxx + 0.5), rel=1e-6)
+        assert ev.slope() < 0  # the inconsistent pairs hurt the validation loss here
+
+    def test_weights_follow_the_slope(self, tmp_path):
+        """With f_phi at its start (zero scores), the weights are softmax(-b c / alpha)."""
+        from hazefree.training.bild import pair_consistency
+
+        cfg = _run_cfg(tmp_path, steps=1, bild={"consistency": True, "alpha": 0.5, "consistency_prior": 1.0})
+        tr = Trainer(cfg, progress=False)
+        batch = tr.sampler.batch(0)
+        tr.bild.consistency.add(torch.tensor([0.0, 1.0, 0.5, 0.2]), torch.tensor([2.0, -2.0, 0.0, 1.0]))
+        b = tr.bild.consistency.slope()
+        c = pair_consistency(batch["hazy"], batch["clear"])
+        got = tr.bild.log_weights(batch).exp().detach()
+        torch.testing.assert_close(got, torch.softmax(-b * c / 0.5, 0))
+        assert b < 0 and got[c.argmax()] == got.max()
+
+    def test_needs_positive_alpha(self, tmp_path):
+        with pytest.raises(ValueError, match="alpha > 0"):
+            Trainer(_run_cfg(tmp_path, bild={"consistency": True, "alpha": 0.0}), progress=False)
+
+
 class TestCheckpoints:
-    @pytest.mark.parametrize("inp,memory", [("pair", False), ("hazy", False), ("pair", True)])
+    @pytest.mark.parametrize("inp,memory", [("pair", False), ("hazy", False), ("pair", True), ("pair", "consistency")])
     def test_resume_matches_uninterrupted(self, tmp_path, inp, memory):
-        bild = {"input": inp, "memory": memory} | ({"every": 1} if memory else {})
+        evidence = {"consistency": True} if memory == "consistency" else {"memory": memory}
+        bild = {"input": inp, **evidence} | ({"every": 1} if memory else {})
         full = _run_cfg(tmp_path, steps=6, out=str(tmp_path / "full"), bild=bild)
         Trainer(full, progress=False).fit()
         part = _run_cfg(tmp_path, steps=4, out=str(tmp_path / "part"), bild=bild)
@@ -299,7 +362,8 @@ class TestCheckpoints:
         tr = Trainer(rest, resume=True, progress=False)
         assert tr.step == 4
         tr.fit()
-        for name in ("model", "reweighter") + (("reweighter_memory",) if memory else ()):
+        kept = {False: (), True: ("reweighter_memory",), "consistency": ("reweighter_consistency",)}[memory]
+        for name in ("model", "reweighter") + kept:
             ref = load_weights(Path(full.out) / "checkpoints" / "step_0000006" / f"{name}.safetensors")[0]
             got = load_weights(Path(rest.out) / "checkpoints" / "step_0000006" / f"{name}.safetensors")[0]
             for k in ref:

@@ -66,6 +66,11 @@ Options tried as issue #25's default alpha rule, which failed on two of its four
   -eta g_v^T g_i / l_i, each patch's alignment with the validation gradient per unit of its own
   loss. Measured: its ranks are unrelated to the paper's R_i, and with it the fast probe and the
   exact form disagree (the virtual step is no longer small).
+* ``ess_target``: beta unbounded above, so the batch's ESS is held at ess N (:func:`temper`'s
+  ceiling).
+* ``memory`` (:class:`ImageEvidence`) and ``consistency`` (:class:`ConsistencyEvidence`,
+  :func:`pair_consistency`): R_i's evidence accumulated over the run, per training image or pooled
+  over the pairs' structural consistency; each is in a later rule that failed too.
 """
 
 from __future__ import annotations

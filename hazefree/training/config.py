@@ -93,9 +93,10 @@ class BildConfig:
     at the batch's optimum log w_i = const - R_i^data / alpha, i.e. the log-weights spread with a
     standard deviation of 1 / alpha. The default 1 kept the weights near uniform on one noisy-label
     benchmark and separated them on another; 0.1 let them collapse to one patch per batch on real
-    data; large alpha keeps them uniform (plain training). The rule tried in issue #25 (alpha 0.3,
-    ``ess`` 0.5, ``relative``) failed on two of its four judged runs and is not the default
-    (docs/bild.md).
+    data; large alpha keeps them uniform (plain training). The three rules tried in issue #25
+    (alpha 0.3 with ``ess`` 0.5 and ``relative``; the same with ``memory``; alpha 0.2 with ``ess``
+    0.5, ``consistency`` and lr 1e-4) each failed on SOTS-outdoor's noisy-label runs and none is
+    the default (docs/bild.md).
     """
 
     enabled: bool = False
