@@ -47,14 +47,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(tmp_path: Path, bild: bool, processes: int) -> list[dict]:
+def _run(tmp_path: Path, bild: dict, processes: int) -> list[dict]:
     data = tmp_path / "data"
     if not data.exists():
         make_paired_dataset(data, 6, 40)
     cfg = {
         "model": "aod-net", "steps": 3, "batch_size": 2, "val_every": 3, "checkpoint_every": 3, "threads": 1,
         "out": str(tmp_path / f"run-{processes}"), "data": {"paired": [str(data)], "crop": 32, "val_fraction": 0.34},
-        "bild": {"enabled": bild},
+        "bild": bild,
     }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "driver.py").write_text(DRIVER)
@@ -74,15 +74,21 @@ def _same(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bild", [False, True], ids=["plain", "bild"])
+@pytest.mark.parametrize("bild", [
+    {"enabled": False},
+    {"enabled": True},
+    # the evidence of bild.memory and bild.consistency counts every rank's batch
+    {"enabled": True, "memory": True, "consistency": True, "alpha": 0.5, "every": 1},
+], ids=["plain", "bild", "bild-evidence"])
 def test_ranks_agree_and_differ_from_one_process(tmp_path, bild):
     rank0, rank1 = _run(tmp_path, bild, 2)
     (alone,) = _run(tmp_path, bild, 1)
-    networks = {"model", "reweighter"} if bild else {"model"}
+    networks = {"model"} | ({"reweighter"} if bild["enabled"] else set())
+    networks |= {f"reweighter_{k}" for k in ("memory", "consistency") if bild.get(k)}
     assert networks <= set(rank0), set(rank0)
     for name in networks:
         assert _same(rank0[name], rank1[name]), f"{name}: the ranks' parameters differ after 3 steps"
     # the averaged gradients moved the model elsewhere than rank 0's batches alone would have
     assert not _same(rank0["model"], alone["model"])
-    if bild:
-        assert not _same(rank0["reweighter"], alone["reweighter"])
+    for name in networks - {"model"}:
+        assert not _same(rank0[name], alone[name]), name

@@ -376,36 +376,26 @@ class Bild:
             scale = 1.0
         r = d_j / scale + self.alpha * (log_w.detach() + 1.0)
         if self.memory is not None:
-            self._remember(_index(batch), d_j / scale)
+            for index, part in self._every_rank(_index(batch), d_j / scale):
+                self.memory.add(index, part)
         if self.consistency is not None:
-            self._remember_consistency(pair_consistency(batch["hazy"], batch["clear"]), d_j / scale)
+            for c, part in self._every_rank(pair_consistency(batch["hazy"], batch["clear"]), d_j / scale):
+                self.consistency.add(c, part)
         self.opt.zero_grad(set_to_none=True)
         (r * w).sum().backward()  # sum_i R_i grad_phi w_i
         return BildStep(w.detach(), w.detach(), r, scale, val_loss)
 
-    def _remember(self, index: Tensor, data_part: Tensor) -> None:
-        """Add a batch's data parts to the evidence; under DDP every rank adds every rank's batch."""
-        if self.world > 1:
-            indices = [torch.empty_like(index) for _ in range(self.world)]
-            parts = [torch.empty_like(data_part) for _ in range(self.world)]
-            dist.all_gather(indices, index)
-            dist.all_gather(parts, data_part.contiguous())
-            for i, d in zip(indices, parts):
-                self.memory.add(i, d)
-        else:
-            self.memory.add(index, data_part)
-
-    def _remember_consistency(self, c: Tensor, data_part: Tensor) -> None:
-        """Add a batch to the consistency evidence; under DDP every rank adds every rank's batch."""
-        if self.world > 1:
-            cs = [torch.empty_like(c) for _ in range(self.world)]
-            parts = [torch.empty_like(data_part) for _ in range(self.world)]
-            dist.all_gather(cs, c.contiguous())
-            dist.all_gather(parts, data_part.contiguous())
-            for ci, d in zip(cs, parts):
-                self.consistency.add(ci, d)
-        else:
-            self.consistency.add(c, data_part)
+    def _every_rank(self, *tensors: Tensor) -> list[tuple[Tensor, ...]]:
+        """``tensors`` as every rank has them (one tuple per rank) under DDP, else this rank's:
+        the evidence counts every rank's batch."""
+        if self.world == 1:
+            return [tensors]
+        gathered = []
+        for t in tensors:
+            copies = [torch.empty_like(t) for _ in range(self.world)]
+            dist.all_gather(copies, t.contiguous())
+            gathered.append(copies)
+        return list(zip(*gathered))
 
     def step(self, batch: dict[str, Tensor], step: int, rank: int, eta: float) -> tuple[dict[str, float], BildStep]:
         """One bi-level step (module docstring, 1-4; phi's update only every ``every`` steps);
