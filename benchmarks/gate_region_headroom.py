@@ -1,8 +1,8 @@
 """How much could a haze gate gain by choosing g region by region instead of image by image? (#24)
 
 An oracle bound on `train/` images only, not a model. The default's network is frozen, and its
-gate is bypassed, as in `hazefree.training.gate.gate_table`. For each image, J_g is computed at
-g = 0, 0.1, ..., 1. Then:
+gate is bypassed (`hazefree.training.gate.grid_outputs`, as for the gate's tables). For each
+image, J_g is computed at g = 0, 0.1, ..., 1. Then:
 
 * paired images: the PSNR with the network alone (g = 0), with the best g for the whole image, and
   with the best g for each cell of an R x R grid, each cell scored on its own (no blending seams,
@@ -24,27 +24,13 @@ from pathlib import Path
 
 import torch
 
-from hazefree.io import read_image
 from hazefree.data.bank import source_labels
 from hazefree.evaluation.no_reference import clipped_share
+from hazefree.io import read_image
 from hazefree.models import load
-from hazefree.models.guided_pix2pix import blend_prior
 from hazefree.training import load_config
-from hazefree.training.gate import GateConfig, grid_values, real_split
+from hazefree.training.gate import GateConfig, grid_outputs, grid_values, real_split, teacher_index
 from hazefree.training.validation import load_training_data
-
-
-@torch.no_grad()
-def outputs(model, hazy: torch.Tensor, grid: torch.Tensor) -> list[torch.Tensor]:
-    """J_g for every g of ``grid`` (the gate bypassed, as in gate_table)."""
-    low = model.working_image(hazy)
-    net = model.network_coarse(hazy, low)
-    prior = model.prior(hazy, low, net)
-    out = []
-    for g in grid.tolist():
-        t0, a = blend_prior(net.t0, net.airlight, prior.transmission, prior.airlight, torch.tensor(g))
-        out.append(model.recover(hazy, low, a, t0).clear.clamp(0, 1))
-    return out
 
 
 def cells(x: torch.Tensor, n: int) -> list[torch.Tensor]:
@@ -60,8 +46,7 @@ def psnr_of(mse: float) -> float:
 
 
 def teacher_g(outs: list[torch.Tensor], grid: torch.Tensor, allowance: float) -> float:
-    clipped = [float(clipped_share(o)[0]) for o in outs]
-    return float(grid[max(k for k, c in enumerate(clipped) if c <= clipped[0] + allowance)])
+    return float(grid[teacher_index([float(clipped_share(o)[0]) for o in outs], allowance)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     for src, members in by_source.items():
         for i in members[:: args.every]:
             hazy, clear = bank.full(i)
-            outs = outputs(model, hazy, grid)
+            outs, _ = grid_outputs(model, hazy, grid)
             whole = [float((o - clear).pow(2).mean()) for o in outs]
             per_cell = [[float((a - b).pow(2).mean()) for a, b in zip(cells(o, args.cells), cells(clear, args.cells))]
                         for o in outs]
@@ -94,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     fitting, _ = real_split(args.real, gate_cfg)
     for path in fitting[:: args.every]:
         hazy = read_image(path).rgb
-        outs = outputs(model, hazy, grid)
+        outs, _ = grid_outputs(model, hazy, grid)
         whole_g.append(teacher_g(outs, grid, gate_cfg.real_clip_allowance))
         gs = torch.tensor([teacher_g([cells(o, args.cells)[k] for o in outs], grid, gate_cfg.real_clip_allowance)
                            for k in range(args.cells**2)])

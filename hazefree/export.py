@@ -211,21 +211,21 @@ class _GatedGuidedPix2PixGraph(_HeadedGuidedPix2PixGraph):
 
     def forward(self, hazy: Tensor, estimates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         from .models.guided_pix2pix import (
-            _HEAD_ESTIMATORS, DCP_RADIUS, blend_prior, gate_inputs, opening_radius, prior_radius, prior_transmission,
+            _HEAD_ESTIMATORS, DCP_RADIUS, blend_prior, gate_inputs, opening_radius, prior_airlight, prior_radius,
+            prior_transmission,
         )
-        from .physics import MIN_AIRLIGHT, opened_maximum
+        from .physics import opened_maximum
 
         net = self.model
         low, t0, bottleneck = self.coarse(hazy)
         a = self.head_airlight(estimates, low, t0, bottleneck)
         d = _HEAD_ESTIMATORS.index("dark_channel")
-        a_prior = estimates[:, 3 * d : 3 * d + 3].reshape(-1, 3, 1, 1)
+        cap = None
         if net.prior_airlight_window is not None:
             top = opening_radius(net.prior_airlight_window, net.work_size)
             r = opening_radius(net.prior_airlight_window, torch.sym_max(*low.shape[-2:]))
-            caps = [opened_maximum(low, 2 * q + 1) for q in range(1, top + 1)]
-            a_prior = torch.minimum(a_prior, _pick(caps, r - 1))
-        a_prior = a_prior.clamp(min=MIN_AIRLIGHT)
+            cap = _pick([opened_maximum(low, 2 * q + 1) for q in range(1, top + 1)], r - 1)
+        a_prior = prior_airlight(estimates[:, 3 * d : 3 * d + 3].reshape(-1, 3, 1, 1), cap)
         priors = [prior_transmission(low, a_prior, q) for q in range(1, DCP_RADIUS + 1)]
         t_prior = _pick(priors, prior_radius(low.shape[-1], hazy.shape[-1]) - 1)
         g = net.haze_gate(gate_inputs(estimates, low, t0, t_prior))

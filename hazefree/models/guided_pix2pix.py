@@ -250,6 +250,14 @@ def opening_radius(window: float, longer_side):
     return torch.sym_max(1, (frac.numerator * longer_side + frac.denominator) // (2 * frac.denominator))
 
 
+def prior_airlight(estimate: Tensor, cap: Tensor | None) -> Tensor:
+    """The prior's airlight: DCP's ``estimate`` (N x 3 x 1 x 1), at most ``cap`` (the opened maximum
+    of ``prior_airlight_window``; None: uncapped) and at least ``MIN_AIRLIGHT`` (a black image: no
+    0 / 0 in I / A)."""
+    capped = estimate if cap is None else torch.minimum(estimate, cap)
+    return capped.clamp(min=MIN_AIRLIGHT)
+
+
 def prior_transmission(low: Tensor, airlight: Tensor, radius: int, omega: float = 0.95) -> Tensor:
     """He et al.'s coarse transmission t = 1 - omega dark(I / A) (eq. 12) of the working-size image
     ``low`` with a (2 ``radius`` + 1) px patch (:func:`prior_radius`: DCP's 15 px patch on the full
@@ -430,11 +438,10 @@ class GuidedPix2Pix(nn.Module):
         """The dark-channel prior the :class:`HazeGate` blends in, and the gate's inputs. A statistic
         of the input and of the network's t0, like the airlight estimates: no gradient flows."""
         with torch.no_grad():
-            a_prior = coarse.estimates["dark_channel"]
+            cap = None
             if self.prior_airlight_window is not None:
-                r = opening_radius(self.prior_airlight_window, max(low.shape[-2:]))
-                a_prior = torch.minimum(a_prior, opened_maximum(low, 2 * r + 1))
-            a_prior = a_prior.clamp(min=MIN_AIRLIGHT)  # a black image: no 0 / 0 in I / A
+                cap = opened_maximum(low, 2 * opening_radius(self.prior_airlight_window, max(low.shape[-2:])) + 1)
+            a_prior = prior_airlight(coarse.estimates["dark_channel"], cap)
             t_prior = prior_transmission(low, a_prior, prior_radius(low.shape[-1], hazy.shape[-1]))
             inputs = gate_inputs(_stack(coarse.estimates), low, coarse.t0, t_prior)
         return Prior(t_prior, a_prior, inputs)

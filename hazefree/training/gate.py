@@ -43,7 +43,8 @@ from ..evaluation.no_reference import clipped_share
 from ..io import read_image
 from ..models.guided_pix2pix import CautiousGate, GuidedPix2Pix, HazeGate, blend_prior
 
-__all__ = ["GateConfig", "GateTable", "GateData", "gate_table", "gate_data", "interpolate", "fit_gate"]
+__all__ = ["GateConfig", "GateTable", "GateData", "grid_outputs", "teacher_index", "gate_table", "gate_data",
+           "interpolate", "fit_gate"]
 
 
 @dataclass
@@ -87,22 +88,33 @@ def grid_values(n: int) -> Tensor:
 
 
 @torch.no_grad()
-def gate_table(model: GuidedPix2Pix, hazy: Tensor, clear: Tensor | None, cfg: GateConfig) -> GateTable:
-    """:class:`GateTable` of one 1 x 3 x H x W image; ``clear`` None for a real photo (the teacher)."""
+def grid_outputs(model: GuidedPix2Pix, hazy: Tensor, grid: Tensor) -> tuple[list[Tensor], Tensor]:
+    """J_g of one 1 x 3 x H x W image at every g of ``grid``, the model's own gate bypassed (the
+    network's and the prior's t and A blended at that g), and the gate's inputs (F)."""
     low = model.working_image(hazy)
     net = model.network_coarse(hazy, low)
     prior = model.prior(hazy, low, net)
-    outputs, clipped = [], []
-    for g in grid_values(cfg.grid).tolist():
+    outputs = []
+    for g in grid.tolist():
         t0, a = blend_prior(net.t0, net.airlight, prior.transmission, prior.airlight, torch.tensor(g))
-        out = model.recover(hazy, low, a, t0).clear
-        outputs.append(out)
-        clipped.append(float(clipped_share(out)[0]))
+        outputs.append(model.recover(hazy, low, a, t0).clear)
+    return outputs, prior.inputs[0]
+
+
+def teacher_index(clipped: Sequence[float], allowance: float) -> int:
+    """The teacher's g of a real photo, as an index into the grid: the strongest whose clipped share
+    stays within ``allowance`` of g = 0's (stage 9's teacher rule)."""
+    return max(k for k, c in enumerate(clipped) if c <= clipped[0] + allowance)
+
+
+def gate_table(model: GuidedPix2Pix, hazy: Tensor, clear: Tensor | None, cfg: GateConfig) -> GateTable:
+    """:class:`GateTable` of one 1 x 3 x H x W image; ``clear`` None for a real photo (the teacher)."""
+    outputs, inputs = grid_outputs(model, hazy, grid_values(cfg.grid))
+    clipped = [float(clipped_share(out)[0]) for out in outputs]
     if clear is None:
-        allowed = [k for k, c in enumerate(clipped) if c <= clipped[0] + cfg.real_clip_allowance]
-        clear = outputs[max(allowed)]
+        clear = outputs[teacher_index(clipped, cfg.real_clip_allowance)]
     loss = torch.tensor([float((out - clear).abs().mean()) for out in outputs])
-    return GateTable(prior.inputs[0], loss, torch.tensor(clipped))
+    return GateTable(inputs, loss, torch.tensor(clipped))
 
 
 def gate_data(

@@ -119,11 +119,10 @@ class Trainer:
 
     def _networks(self) -> dict[str, nn.Module]:
         """Everything a checkpoint holds weights of: the objective's networks and BILD's f_phi."""
-        extra = {"reweighter": self.bild.net} if self.bild is not None else {}
-        if self.bild is not None and self.bild.memory is not None:
-            extra["reweighter_memory"] = self.bild.memory
-        if self.bild is not None and self.bild.consistency is not None:
-            extra["reweighter_consistency"] = self.bild.consistency
+        extra = {}
+        if self.bild is not None:
+            evidence = {"memory": self.bild.memory, "consistency": self.bild.consistency}
+            extra = {"reweighter": self.bild.net, **{f"reweighter_{k}": m for k, m in evidence.items() if m is not None}}
         return {**self.objective.networks(), **extra}
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
