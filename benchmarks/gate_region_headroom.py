@@ -29,16 +29,8 @@ from hazefree.evaluation.no_reference import clipped_share
 from hazefree.io import read_image
 from hazefree.models import load
 from hazefree.training import load_config
-from hazefree.training.gate import GateConfig, grid_outputs, grid_values, real_split, teacher_index
+from hazefree.training.gate import GateConfig, grid_outputs, grid_values, image_cells, real_split, teacher_index
 from hazefree.training.validation import load_training_data
-
-
-def cells(x: torch.Tensor, n: int) -> list[torch.Tensor]:
-    """The n x n grid of (nearly) equal cells of a 1 x C x H x W image."""
-    h, w = x.shape[-2:]
-    ys = [round(h * k / n) for k in range(n + 1)]
-    xs = [round(w * k / n) for k in range(n + 1)]
-    return [x[..., ys[i]:ys[i + 1], xs[j]:xs[j + 1]] for i in range(n) for j in range(n)]
 
 
 def psnr_of(mse: float) -> float:
@@ -70,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             hazy, clear = bank.full(i)
             outs, _ = grid_outputs(model, hazy, grid)
             whole = [float((o - clear).pow(2).mean()) for o in outs]
-            per_cell = [[float((a - b).pow(2).mean()) for a, b in zip(cells(o, args.cells), cells(clear, args.cells))]
+            per_cell = [[float((a - b).pow(2).mean()) for a, b in zip(image_cells(o, args.cells), image_cells(clear, args.cells))]
                         for o in outs]
-            areas = [c.numel() for c in cells(clear, args.cells)]
+            areas = [c.numel() for c in image_cells(clear, args.cells)]
             region = sum(min(per_cell[g][k] for g in range(len(outs))) * areas[k] for k in range(len(areas))) / sum(areas)
             paired.setdefault(labels[src], []).append([psnr_of(whole[0]), psnr_of(min(whole)), psnr_of(region)])
     spreads, whole_g = [], []
@@ -81,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         hazy = read_image(path).rgb
         outs, _ = grid_outputs(model, hazy, grid)
         whole_g.append(teacher_g(outs, grid, gate_cfg.real_clip_allowance))
-        gs = torch.tensor([teacher_g([cells(o, args.cells)[k] for o in outs], grid, gate_cfg.real_clip_allowance)
+        gs = torch.tensor([teacher_g([image_cells(o, args.cells)[k] for o in outs], grid, gate_cfg.real_clip_allowance)
                            for k in range(args.cells**2)])
         spreads.append(float(gs.std(unbiased=False)))
     report = {"cells": args.cells, "every": args.every, "paired": {}, "real": {

@@ -201,8 +201,9 @@ def _pick(variants: list[Tensor], index) -> Tensor:
 
 
 class _GatedGuidedPix2PixGraph(_HeadedGuidedPix2PixGraph):
-    """Guided-Pix2Pix with a haze gate (stage 12): the headed graph, plus the gate's blend of the
-    dark-channel prior into t0 before the guided filter, as :meth:`GuidedPix2Pix.coarse` does. The
+    """Guided-Pix2Pix with a haze gate (stage 12) and its region gate if any (stage 13): the headed
+    graph, plus the gates' blend of the dark-channel prior into t0 before the guided filter, as
+    :meth:`GuidedPix2Pix.coarse` does (:meth:`~hazefree.models.guided_pix2pix.GuidedPix2Pix.blend_gated`). The
     prior's airlight is the caller's ``dark_channel`` estimate (one of the N x 9). Its patch radius
     (:func:`~hazefree.models.guided_pix2pix.prior_radius`) and the opening's
     (:func:`~hazefree.models.guided_pix2pix.opening_radius`) depend on the image size, a branch in
@@ -211,7 +212,7 @@ class _GatedGuidedPix2PixGraph(_HeadedGuidedPix2PixGraph):
 
     def forward(self, hazy: Tensor, estimates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         from .models.guided_pix2pix import (
-            _HEAD_ESTIMATORS, DCP_RADIUS, blend_prior, gate_inputs, opening_radius, prior_airlight, prior_radius,
+            _HEAD_ESTIMATORS, DCP_RADIUS, gate_inputs, opening_radius, prior_airlight, prior_radius,
             prior_transmission,
         )
         from .physics import opened_maximum
@@ -228,8 +229,7 @@ class _GatedGuidedPix2PixGraph(_HeadedGuidedPix2PixGraph):
         a_prior = prior_airlight(estimates[:, 3 * d : 3 * d + 3].reshape(-1, 3, 1, 1), cap)
         priors = [prior_transmission(low, a_prior, q) for q in range(1, DCP_RADIUS + 1)]
         t_prior = _pick(priors, prior_radius(low.shape[-1], hazy.shape[-1]) - 1)
-        g = net.haze_gate(gate_inputs(estimates, low, t0, t_prior))
-        t0, a = blend_prior(t0, a, t_prior, a_prior, g)
+        t0, a = net.blend_gated(low, t0, a, t_prior, a_prior, gate_inputs(estimates, low, t0, t_prior))
         t = self.refine(hazy, low, t0)
         return ((hazy - a) / t + a).clamp(0.0, 1.0), t, a
 

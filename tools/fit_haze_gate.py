@@ -7,6 +7,9 @@ network of CONFIG's ``init`` with the gate, loadable by ``hazefree.models.load_f
 go to OUT/tables.safetensors and are reused when present.
 
     python tools/fit_haze_gate.py configs/guided-pix2pix-stage11.yaml runs/gate-stage11 --seeds 0 1
+
+With ``--cells R`` (stage 13) the network of ``--init`` keeps its fitted haze gate, frozen, and a
+region gate of R x R cells is fitted instead (hazefree.training.gate, module docstring).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> int:
     ap.add_argument("--init", help="the frozen network's weights instead of CONFIG's init")
     ap.add_argument("--loss", choices=("l1", "relative"), default="l1", help="the error the gate minimises")
     ap.add_argument("--members", type=int, default=1, help="> 1: a CautiousGate of scene-disjoint folds")
+    ap.add_argument("--cells", type=int, help="fit a region gate of CELLS x CELLS on the gated network of --init")
     ap.add_argument("--prior-airlight-window", type=float,
                     help="cap the prior's airlight by a grey opening of this share of the side (GuidedPix2Pix)")
     args = ap.parse_args()
@@ -44,7 +48,7 @@ def main() -> int:
     if args.init:
         cfg.init = args.init
     torch.set_num_threads(cfg.threads)
-    gate_cfg = GateConfig(loss=args.loss, members=args.members)
+    gate_cfg = GateConfig(loss=args.loss, members=args.members, cells=args.cells)
     fitting, _ = real_split(args.real, gate_cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     tables = args.out / "tables.safetensors"
@@ -52,6 +56,8 @@ def main() -> int:
     if tables.is_file():
         t = load_tensors(tables)
         recorded = json.loads((args.out / "tables.json").read_text())
+        if recorded.get("cells") != args.cells:
+            raise SystemExit(f"error: {tables}: made with cells={recorded.get('cells')}, not {args.cells}")
         data = GateData(t["inputs"], t["loss"], t["clipped"], t["weight"], recorded["sources"], recorded.get("scenes"))
     else:
         bank, train_idx, _ = load_training_data(cfg)
@@ -60,7 +66,7 @@ def main() -> int:
         data = gate_data(net, bank, train_idx, weights, fitting, gate_cfg)
         tensors = {"inputs": data.inputs, "loss": data.loss, "clipped": data.clipped, "weight": data.weight}
         save_tensors(tensors, str(tables))
-        (args.out / "tables.json").write_text(json.dumps({"sources": data.sources, "scenes": data.scenes}))
+        (args.out / "tables.json").write_text(json.dumps({"sources": data.sources, "scenes": data.scenes, "cells": args.cells}))
     summary = {"grid": grid_values(gate_cfg.grid).tolist(), "by_source": {}}
     for src in sorted(set(data.sources)):
         rows = [i for i, s in enumerate(data.sources) if s == src]
@@ -68,13 +74,20 @@ def main() -> int:
         summary["by_source"][src] = {"images": len(rows), "best_g_mean": float(best.mean())}
     _, meta = load_weights(cfg.init)
     options = {**json.loads(meta.get("options", "{}")), "haze_gate": True, **extra}
-    if args.members > 1:
+    if args.cells is not None:
+        options |= {"region_cells": args.cells, "region_members": args.members}
+    elif args.members > 1:
         options["gate_members"] = args.members
     for seed in args.seeds:
         gate_cfg.seed = seed
         gate, history = fit_gate(data, gate_cfg)
-        net = load_file(cfg.init, model=cfg.model, **{k: v for k, v in options.items() if k != "haze_gate"}).eval()
-        net.haze_gate = gate
+        if args.cells is None:
+            net = load_file(cfg.init, model=cfg.model, **{k: v for k, v in options.items() if k != "haze_gate"}).eval()
+            net.haze_gate = gate
+        else:
+            net = load_file(cfg.init, model=cfg.model, **extra).eval()
+            net.region_gate = gate
+            gate = gate.gate  # its rows are the tables' rows
         save_weights(net, args.out / f"seed{seed}.safetensors", cfg.model, options)
         g = gate(data.inputs).flatten().detach()
         summary[f"seed{seed}"] = {

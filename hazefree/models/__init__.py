@@ -235,4 +235,5 @@ def override_airlight(net: nn.Module, airlight: str, method: str) -> nn.Module:
         inner.airlight_floor = None
     if getattr(inner, "haze_gate", None) is not None:
         inner.haze_gate = None
+        inner.region_gate = None
     return net

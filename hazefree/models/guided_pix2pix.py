@@ -265,16 +265,24 @@ def prior_transmission(low: Tensor, airlight: Tensor, radius: int, omega: float 
     return 1.0 - omega * dark_channel(low / airlight, 2 * radius + 1)
 
 
-def blend_prior(t0: Tensor, a: Tensor, t_prior: Tensor, a_prior: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+def blend_prior(
+    t0: Tensor, a: Tensor, t_prior: Tensor, a_prior: Tensor, g: Tensor, g_airlight: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """The :class:`HazeGate`'s blend: t0_g = t0^(1-g) min(t0, t_prior)^g, A_g = (1-g) A + g A_prior.
 
     In optical depth tau = -ln t, tau_g = tau0 + g max(0, tau_prior - tau0): g = 0 is the network
     alone, g = 1 takes the deeper of the two everywhere with the prior's airlight (issue #24's rule
-    "DCP's strength everywhere"). ``g`` is N x 1 x 1 x 1.
+    "DCP's strength everywhere"). ``g`` is N x 1 x 1 x 1, or N x 1 x h x w for a g per pixel
+    (:class:`RegionGate`); A is then blended by ``g_airlight`` (N x 1 x 1 x 1; default ``g``).
     """
     stronger = torch.minimum(t0, t_prior).clamp(min=1e-3)
     t = t0.clamp(min=1e-3).pow(1.0 - g) * stronger.pow(g)
-    return t, (1.0 - g) * a + g * a_prior
+    g_airlight = g if g_airlight is None else g_airlight
+    return t, (1.0 - g_airlight) * a + g_airlight * a_prior
+
+
+# Number of values :func:`gate_inputs` returns per image.
+GATE_FEATURES = 3 * len(_HEAD_ESTIMATORS) + 2 * DEPTH_STATISTICS
 
 
 class HazeGate(nn.Module):
@@ -291,9 +299,8 @@ class HazeGate(nn.Module):
         N x F inputs (:func:`gate_inputs`) -> N x 1 x 1 x 1.
     """
 
-    def __init__(self, hidden: int = 16) -> None:
+    def __init__(self, hidden: int = 16, features: int = GATE_FEATURES) -> None:
         super().__init__()
-        features = 3 * len(_HEAD_ESTIMATORS) + 2 * DEPTH_STATISTICS
         # the inputs' mean and standard deviation over the fitting set (set by the fit, saved with it)
         self.register_buffer("shift", torch.zeros(features))
         self.register_buffer("scale", torch.ones(features))
@@ -314,9 +321,9 @@ class CautiousGate(nn.Module):
         N x F inputs (:func:`gate_inputs`) -> N x 1 x 1 x 1.
     """
 
-    def __init__(self, members: int, hidden: int = 16) -> None:
+    def __init__(self, members: int, hidden: int = 16, features: int = GATE_FEATURES) -> None:
         super().__init__()
-        self.members = nn.ModuleList(HazeGate(hidden) for _ in range(members))
+        self.members = nn.ModuleList(HazeGate(hidden, features) for _ in range(members))
 
     def forward(self, inputs: Tensor) -> Tensor:
         return torch.stack([m(inputs) for m in self.members]).amin(dim=0)
@@ -326,6 +333,54 @@ def gate_inputs(estimates: Tensor, low: Tensor, t0: Tensor, t_prior: Tensor) -> 
     """The :class:`HazeGate`'s input: the N x 9 airlight ``estimates`` and :func:`depth_statistics`
     of ``low`` by the coarse ``t0`` and by the prior's ``t_prior`` (N x 27)."""
     return torch.cat([estimates, depth_statistics(low, t0), depth_statistics(low, t_prior)], dim=1)
+
+
+# Side, in pixels, of each cell's square view in which :func:`region_inputs` reads its statistics.
+CELL_SIDE = 64
+
+
+def cell_views(x: Tensor, cells: int, side: int = CELL_SIDE) -> Tensor:
+    """The ``cells`` x ``cells`` grid of equal cells of N x C x h x w ``x``, each resized to ``side``
+    square: (N cells^2) x C x side x side, cells in row-major order. One resize to a fixed size and a
+    reshape, so that it is also a graph of symbolic sizes in an ONNX export."""
+    n, c = x.shape[:2]
+    x = F.interpolate(x, size=(cells * side, cells * side), mode="bilinear", align_corners=False, antialias=True)
+    x = x.reshape(n, c, cells, side, cells, side).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(n * cells * cells, c, side, side)
+
+
+def region_inputs(inputs: Tensor, g: Tensor, low: Tensor, t0: Tensor, t_prior: Tensor, cells: int) -> Tensor:
+    """The :class:`RegionGate`'s input, N x cells^2 x (F + 1 + 2 x 9): per cell, the image's gate
+    ``inputs`` (N x F), its gate's ``g`` (N x 1 x 1 x 1) and :func:`depth_statistics` of the cell of
+    ``low`` by the cell's ``t0`` and by its ``t_prior`` (:func:`cell_views`)."""
+    n, k, c = low.shape[0], cells * cells, low.shape[1]
+    image = torch.cat([inputs, g.reshape(n, 1)], dim=1)
+    views = cell_views(torch.cat([low, t0, t_prior], dim=1), cells)
+    local = torch.cat([depth_statistics(views[:, :c], views[:, c + j : c + j + 1]) for j in range(2)], dim=1)
+    return torch.cat([image.unsqueeze(1).expand(n, k, image.shape[1]), local.reshape(n, k, -1)], dim=2)
+
+
+class RegionGate(nn.Module):
+    """The haze gate's g per region (stage 13; not in the paper): per cell of a ``cells`` x ``cells``
+    grid, g in [0, 1] for the transmission, from the image's gate inputs and g and the cell's own
+    depth statistics (:func:`region_inputs`). The cells' g are interpolated bilinearly to the working
+    size and t0 is blended per pixel (:func:`blend_prior`), while A keeps the image's g: dense haze in
+    one part of a photo (the far field, a valley) can take the prior's strength where the near field
+    or a bright sky would clip. A :class:`HazeGate` (a :class:`CautiousGate` with ``members`` > 1)
+    applied to each cell's row.
+
+    Shape:
+        N x cells^2 x F inputs (:func:`region_inputs`) -> N x 1 x cells x cells.
+    """
+
+    def __init__(self, cells: int, members: int = 1, hidden: int = 16) -> None:
+        super().__init__()
+        self.cells = cells
+        features = GATE_FEATURES + 1 + 2 * DEPTH_STATISTICS
+        self.gate = HazeGate(hidden, features) if members == 1 else CautiousGate(members, hidden, features)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.gate(inputs.flatten(0, 1)).reshape(inputs.shape[0], 1, self.cells, self.cells)
 
 
 def working_size(h, w, work_size: int):
@@ -361,6 +416,9 @@ class GuidedPix2Pix(nn.Module):
         haze_gate: blend in the dark-channel prior's t and A per image by a learned :class:`HazeGate`
             (not in the paper; issue #24).
         gate_members: with the gate, a :class:`CautiousGate` of this many members (1: one :class:`HazeGate`).
+        region_cells: with the gate, also a :class:`RegionGate` of this many cells a side, which sets
+            the transmission's g per region (not in the paper; stage 13); ``None``: none.
+        region_members: the region gate's members (as ``gate_members``).
         prior_airlight_window: with the gate, cap the prior's A by :func:`~hazefree.physics.opened_maximum`
             of the working-size image with a window of this share of its longer side (0.03: 15 px
             at 512), so that a headlight is not read as the airlight; ``None``: DCP's A as it is.
@@ -388,6 +446,8 @@ class GuidedPix2Pix(nn.Module):
         haze_gate: bool = False,
         prior_airlight_window: float | None = None,
         gate_members: int = 1,
+        region_cells: int | None = None,
+        region_members: int = 1,
     ) -> None:
         super().__init__()
         self.backbone = UNetGenerator(3, 1, ngf=ngf, num_downs=num_downs, dropout=dropout)
@@ -398,6 +458,9 @@ class GuidedPix2Pix(nn.Module):
         self.haze_gate = None
         if haze_gate:
             self.haze_gate = HazeGate() if gate_members == 1 else CautiousGate(gate_members)
+        if region_cells is not None and not haze_gate:
+            raise ValueError("region_cells refines the haze gate's g: it needs haze_gate=True")
+        self.region_gate = None if region_cells is None else RegionGate(region_cells, region_members)
         self.prior_airlight_window = prior_airlight_window
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
@@ -453,8 +516,20 @@ class GuidedPix2Pix(nn.Module):
         if self.haze_gate is None:
             return net.airlight, net.t0
         prior = self.prior(hazy, low, net)
-        t0, a = blend_prior(net.t0, net.airlight, prior.transmission, prior.airlight, self.haze_gate(prior.inputs))
+        t0, a = self.blend_gated(low, net.t0, net.airlight, prior.transmission, prior.airlight, prior.inputs)
         return a, t0
+
+    def blend_gated(
+        self, low: Tensor, t0: Tensor, a: Tensor, t_prior: Tensor, a_prior: Tensor, inputs: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The coarse t0 and A blended with the prior (:func:`blend_prior`) by the haze gate's g,
+        t0 by the region gate's g per pixel if there is one (:class:`RegionGate`)."""
+        g = self.haze_gate(inputs)
+        g_t = g
+        if self.region_gate is not None:
+            cells = self.region_gate(region_inputs(inputs, g, low, t0, t_prior, self.region_gate.cells))
+            g_t = F.interpolate(cells, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return blend_prior(t0, a, t_prior, a_prior, g_t, g)
 
     def recover(self, hazy: Tensor, low: Tensor, a: Tensor, t0: Tensor) -> DehazeOutput:
         """The guided filter layer (eq. 41; the fast guided filter when ``low`` is smaller than
@@ -481,6 +556,7 @@ class GuidedPix2Pix(nn.Module):
             f"airlight={self.airlight!r}, airlight_head={self.airlight_head is not None}, "
             f"airlight_floor={self.airlight_floor}, haze_gate={self.haze_gate is not None}, "
             f"prior_airlight_window={self.prior_airlight_window}, "
+            f"region_gate={None if self.region_gate is None else self.region_gate.cells}, "
             f"work_size={self.work_size}"
         )
 
@@ -495,6 +571,12 @@ __all__ = [
     "AirlightHead",
     "depth_statistics",
     "head_inputs",
+    "HazeGate",
+    "CautiousGate",
+    "RegionGate",
+    "blend_prior",
+    "gate_inputs",
+    "region_inputs",
     "GuidedPix2Pix",
     "guided_pix2pix",
     "working_size",

@@ -25,6 +25,13 @@ real photos ``real_weight``), spread over its images.
 With ``members`` = K > 1 (stage 12) the gate is a :class:`~hazefree.models.guided_pix2pix.CautiousGate`:
 the scenes (a RESIDE scene id with its hazy versions, a real photo) are dealt into K folds by
 ``seed``, member k is fitted without fold k, and the gate takes the members' minimum.
+
+With ``cells`` = R (stage 13) the tables are of a :class:`~hazefree.models.guided_pix2pix.RegionGate`
+on a model whose haze gate is fitted and frozen: A and the image's g stay that gate's, t is blended
+at each g of the grid over the whole image (:func:`region_grid_outputs`), and each of the R x R
+cells is a row, scored on its own pixels (a real photo's cell against its own teacher), with its
+image's weight / R^2. The per-pixel map the region gate makes blends neighbouring cells near their
+borders and the guided filter spreads t by its radius; the tables ignore both.
 """
 
 from __future__ import annotations
@@ -41,10 +48,10 @@ from ..data import PairBank, split_unpaired
 from ..data.bank import source_labels
 from ..evaluation.no_reference import clipped_share
 from ..io import read_image
-from ..models.guided_pix2pix import CautiousGate, GuidedPix2Pix, HazeGate, blend_prior
+from ..models.guided_pix2pix import CautiousGate, GuidedPix2Pix, HazeGate, RegionGate, blend_prior, region_inputs
 
-__all__ = ["GateConfig", "GateTable", "GateData", "grid_outputs", "teacher_index", "gate_table", "gate_data",
-           "interpolate", "fit_gate"]
+__all__ = ["GateConfig", "GateTable", "GateData", "grid_outputs", "region_grid_outputs", "image_cells",
+           "teacher_index", "gate_table", "gate_data", "interpolate", "fit_gate"]
 
 
 @dataclass
@@ -62,10 +69,12 @@ class GateConfig:
     seed: int = 0
     loss: str = "l1"  # or "relative" (module docstring)
     members: int = 1  # > 1: a CautiousGate of scene-disjoint folds (module docstring)
+    cells: int | None = None  # R: the tables of a RegionGate of R x R cells (module docstring)
 
 
 class GateTable(NamedTuple):
-    """One image's gate inputs (27,) and its L1 error and clipped share at each g of the grid (G,)."""
+    """One image's gate inputs (F,) and its L1 error and clipped share at each g of the grid (G,);
+    of a region gate's image, one row per cell (R^2 x F, R^2 x G, R^2 x G)."""
 
     inputs: Tensor
     loss: Tensor
@@ -75,7 +84,7 @@ class GateTable(NamedTuple):
 class GateData(NamedTuple):
     """The tables of a set of images, stacked, with each image's weight and source label."""
 
-    inputs: Tensor  # N x 27
+    inputs: Tensor  # N x F (a region gate's: one row per cell)
     loss: Tensor  # N x G, L1
     clipped: Tensor  # N x G
     weight: Tensor  # N, summing to 1
@@ -101,6 +110,30 @@ def grid_outputs(model: GuidedPix2Pix, hazy: Tensor, grid: Tensor) -> tuple[list
     return outputs, prior.inputs[0]
 
 
+@torch.no_grad()
+def region_grid_outputs(model: GuidedPix2Pix, hazy: Tensor, grid: Tensor, cells: int) -> tuple[list[Tensor], Tensor]:
+    """J_g of one 1 x 3 x H x W image at every g of ``grid``, with the model's haze gate for A and t
+    blended at g over the whole image (the region gate bypassed), and the region gate's inputs
+    (cells^2 x F)."""
+    low = model.working_image(hazy)
+    net = model.network_coarse(hazy, low)
+    prior = model.prior(hazy, low, net)
+    g_image = model.haze_gate(prior.inputs)
+    outputs = []
+    for g in grid.tolist():
+        t0, a = blend_prior(net.t0, net.airlight, prior.transmission, prior.airlight, torch.tensor(g), g_image)
+        outputs.append(model.recover(hazy, low, a, t0).clear)
+    return outputs, region_inputs(prior.inputs, g_image, low, net.t0, prior.transmission, cells)[0]
+
+
+def image_cells(x: Tensor, n: int) -> list[Tensor]:
+    """The n x n grid of (nearly) equal cells of a 1 x C x H x W image, in row-major order."""
+    h, w = x.shape[-2:]
+    ys = [round(h * k / n) for k in range(n + 1)]
+    xs = [round(w * k / n) for k in range(n + 1)]
+    return [x[..., ys[i] : ys[i + 1], xs[j] : xs[j + 1]] for i in range(n) for j in range(n)]
+
+
 def teacher_index(clipped: Sequence[float], allowance: float) -> int:
     """The teacher's g of a real photo, as an index into the grid: the strongest whose clipped share
     stays within ``allowance`` of g = 0's (stage 9's teacher rule)."""
@@ -108,8 +141,19 @@ def teacher_index(clipped: Sequence[float], allowance: float) -> int:
 
 
 def gate_table(model: GuidedPix2Pix, hazy: Tensor, clear: Tensor | None, cfg: GateConfig) -> GateTable:
-    """:class:`GateTable` of one 1 x 3 x H x W image; ``clear`` None for a real photo (the teacher)."""
-    outputs, inputs = grid_outputs(model, hazy, grid_values(cfg.grid))
+    """:class:`GateTable` of one 1 x 3 x H x W image; ``clear`` None for a real photo (the teacher).
+    With ``cfg.cells``, a region gate's: one row per cell (module docstring)."""
+    if cfg.cells is None:
+        outputs, inputs = grid_outputs(model, hazy, grid_values(cfg.grid))
+        return _table(inputs, outputs, clear, cfg)
+    outputs, inputs = region_grid_outputs(model, hazy, grid_values(cfg.grid), cfg.cells)
+    by_cell = [image_cells(out, cfg.cells) for out in outputs]
+    targets = [None] * cfg.cells**2 if clear is None else image_cells(clear, cfg.cells)
+    rows = [_table(inputs[k], [cell[k] for cell in by_cell], targets[k], cfg) for k in range(cfg.cells**2)]
+    return GateTable(*(torch.stack(part) for part in zip(*rows)))
+
+
+def _table(inputs: Tensor, outputs: list[Tensor], clear: Tensor | None, cfg: GateConfig) -> GateTable:
     clipped = [float(clipped_share(out)[0]) for out in outputs]
     if clear is None:
         clear = outputs[teacher_index(clipped, cfg.real_clip_allowance)]
@@ -125,7 +169,8 @@ def gate_data(
     real_photos: Sequence[Path],
     cfg: GateConfig,
 ) -> GateData:
-    """Tables of the bank's ``indices`` and of ``real_photos``, weighted as the module docstring says."""
+    """Tables of the bank's ``indices`` and of ``real_photos``, weighted as the module docstring says
+    (a region gate's: a row per cell, each with its image's weight / cells^2)."""
     model = model.eval()
     by_source = bank.by_source(indices)
     labels = source_labels(by_source)
@@ -145,14 +190,15 @@ def gate_data(
             rows.append((gate_table(model, hazy, None, cfg), cfg.real_weight / len(real_photos), "real_unpaired"))
             scenes.append(f"real_unpaired/{path.stem}")
             bar.update()
-    weight = torch.tensor([w for _, w, _ in rows])
+    per = 1 if cfg.cells is None else cfg.cells**2  # rows per image
+    weight = torch.tensor([w / per for _, w, _ in rows]).repeat_interleave(per)
     return GateData(
-        torch.stack([r.inputs for r, _, _ in rows]),
-        torch.stack([r.loss for r, _, _ in rows]),
-        torch.stack([r.clipped for r, _, _ in rows]),
+        torch.cat([r.inputs.reshape(per, -1) for r, _, _ in rows]),
+        torch.cat([r.loss.reshape(per, -1) for r, _, _ in rows]),
+        torch.cat([r.clipped.reshape(per, -1) for r, _, _ in rows]),
         weight / weight.sum(),
-        [s for _, _, s in rows],
-        scenes,
+        [s for _, _, s in rows for _ in range(per)],
+        [s for s in scenes for _ in range(per)],
     )
 
 
@@ -170,7 +216,16 @@ def interpolate(table: Tensor, g: Tensor) -> Tensor:
 def fit_gate(data: GateData, cfg: GateConfig) -> tuple[nn.Module, list[float]]:
     """A :class:`HazeGate` minimising the weighted interpolated loss (full batch, AdamW), and its
     loss every 100 steps; with ``cfg.members`` > 1 a :class:`CautiousGate` (module docstring) and
-    the members' losses, one after the other."""
+    the members' losses, one after the other; with ``cfg.cells``, either in a :class:`RegionGate`."""
+    gate, history = _fit(data, cfg)
+    if cfg.cells is None:
+        return gate, history
+    region = RegionGate(cfg.cells, cfg.members, cfg.hidden)
+    region.gate.load_state_dict(gate.state_dict())
+    return region.eval(), history
+
+
+def _fit(data: GateData, cfg: GateConfig) -> tuple[nn.Module, list[float]]:
     if cfg.loss not in ("l1", "relative"):
         raise ValueError(f"GateConfig.loss must be 'l1' or 'relative', got {cfg.loss!r}")
     table = data.loss if cfg.loss == "l1" else data.loss / data.loss[:, :1].clamp(min=0.01)
@@ -181,7 +236,7 @@ def fit_gate(data: GateData, cfg: GateConfig) -> tuple[nn.Module, list[float]]:
     names = sorted(set(data.scenes))
     order = torch.randperm(len(names), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     fold = {names[j]: k % cfg.members for k, j in enumerate(order)}
-    gate, history = CautiousGate(cfg.members, cfg.hidden), []
+    gate, history = CautiousGate(cfg.members, cfg.hidden, data.inputs.shape[1]), []
     for k in range(cfg.members):
         keep = torch.tensor([fold[s] != k for s in data.scenes])
         member, h = _fit_member(data.inputs[keep], table[keep], data.weight[keep], cfg, cfg.seed * cfg.members + k)
@@ -192,7 +247,7 @@ def fit_gate(data: GateData, cfg: GateConfig) -> tuple[nn.Module, list[float]]:
 
 def _fit_member(inputs: Tensor, table: Tensor, weight: Tensor, cfg: GateConfig, seed: int) -> tuple[HazeGate, list[float]]:
     torch.manual_seed(seed)
-    gate = HazeGate(hidden=cfg.hidden)
+    gate = HazeGate(hidden=cfg.hidden, features=inputs.shape[1])
     gate.shift.copy_(inputs.mean(dim=0))
     gate.scale.copy_(inputs.std(dim=0).clamp(min=1e-3))
     weight = weight / weight.sum()
