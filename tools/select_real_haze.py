@@ -15,7 +15,9 @@ Then the rule of ``configs/guided-pix2pix-stage9.yaml`` (the constants below): f
 keep ``val_psnr >= --min-psnr``, clipped share <= 0.5 % (and, with ``--max-darkened K``, at most K
 darkened photos; stage 11); each run's choice is its feasible checkpoint
 with the lowest mean FADE; the better choice ships iff its FADE <= ``--factor`` (0.85) x the shipped
-model's. With ``--bild-runs`` (stage 10, issue #25 part 3) those runs form the BILD arm and the
+model's. With ``--step-back DB`` (stage 13) a feasible checkpoint also keeps val_psnr >= the
+shipped model's - DB and FADE <= the shipped model's, and with ``--psnr-gain DB`` the choice also
+ships when its val_psnr >= the shipped model's + DB. With ``--bild-runs`` (stage 10, issue #25 part 3) those runs form the BILD arm and the
 others the plain arm, compared at each run's last checkpoint: BILD wins iff its mean val_psnr is
 >= plain's + 0.10 dB and its mean FADE <= 1.02 x plain's. Writes every score to ``--json`` and
 prints a table and the verdict. ``--files`` adds weight files as candidates, each its own run
@@ -87,6 +89,9 @@ def main() -> int:
                     help="runs (also candidates) that form the BILD arm against the other runs (stage 10)")
     ap.add_argument("--files", type=Path, nargs="*", default=[], help="weight files, each a candidate of its own")
     ap.add_argument("--max-darkened", type=int, help="feasible only with at most this many darkened photos")
+    ap.add_argument("--step-back", type=float,
+                    help="feasible only with val_psnr >= the shipped model's - STEP_BACK and FADE <= its (stage 13)")
+    ap.add_argument("--psnr-gain", type=float, help="also ship iff val_psnr >= the shipped model's + PSNR_GAIN (stage 13)")
     ap.add_argument("--json", type=Path, help="write every score here")
     ap.add_argument("--cached", type=Path, nargs="*", default=[],
                     help="earlier --json files of this tool: their scores are reused, not recomputed")
@@ -146,11 +151,14 @@ def main() -> int:
     for row in rows.values():
         row["clearer_than_dcp"] = sum(f < d for f, d in zip(row["per_photo_fade"], dcp_fade))
     choices = {}
+    shipped = rows["shipped"]
     for run, names in candidates.items():
         feasible = [
             n for n in names
             if rows[n]["val_psnr"] >= args.min_psnr and rows[n]["clipped"] <= MAX_CLIPPED
             and (args.max_darkened is None or rows[n]["darkened"] <= args.max_darkened)
+            and (args.step_back is None or (rows[n]["val_psnr"] >= shipped["val_psnr"] - args.step_back
+                                            and rows[n]["fade"] <= shipped["fade"]))
         ]
         if feasible:
             choices[run] = min(feasible, key=lambda n: rows[n]["fade"])
@@ -158,7 +166,8 @@ def main() -> int:
     if choices:
         best = min(choices.values(), key=lambda n: rows[n]["fade"])
         verdict["best"] = best
-        verdict["ship"] = rows[best]["fade"] <= args.factor * rows["shipped"]["fade"]
+        verdict["ship"] = rows[best]["fade"] <= args.factor * shipped["fade"] or (
+            args.psnr_gain is not None and rows[best]["val_psnr"] >= shipped["val_psnr"] + args.psnr_gain)
         verdict["issue_bar"] = {
             "fade_le_dcp": rows[best]["fade"] <= rows["dcp"]["fade"],
             "clearer_than_dcp": f"{rows[best]['clearer_than_dcp']} of {len(photos)}",
