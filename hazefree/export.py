@@ -187,10 +187,11 @@ class _HeadedGuidedPix2PixGraph(_GuidedPix2PixGraph):
 
     def head_airlight(self, estimates: Tensor, low: Tensor, t0: Tensor, bottleneck: Tensor) -> Tensor:
         """The head's A from the caller's estimates (N x 9), as :meth:`GuidedPix2Pix.network_coarse`."""
-        from .models.guided_pix2pix import _HEAD_ESTIMATORS, head_inputs
+        from .models.guided_pix2pix import head_inputs
+        from .models.haze_statistics import AIRLIGHT_ESTIMATORS
 
         net = self.model
-        k = _HEAD_ESTIMATORS.index(net.airlight)
+        k = AIRLIGHT_ESTIMATORS.index(net.airlight)
         reference = estimates[:, 3 * k : 3 * k + 3].reshape(-1, 3, 1, 1)
         return net.airlight_head(head_inputs(bottleneck, estimates, low, t0), reference)
 
@@ -205,22 +206,22 @@ class _GatedGuidedPix2PixGraph(_HeadedGuidedPix2PixGraph):
     graph, plus the gates' blend of the dark-channel prior into t0 before the guided filter, as
     :meth:`GuidedPix2Pix.coarse` does (:meth:`~hazefree.models.guided_pix2pix.GuidedPix2Pix.blend_gated`). The
     prior's airlight is the caller's ``dark_channel`` estimate (one of the N x 9). Its patch radius
-    (:func:`~hazefree.models.guided_pix2pix.prior_radius`) and the opening's
-    (:func:`~hazefree.models.guided_pix2pix.opening_radius`) depend on the image size, a branch in
+    (:func:`~hazefree.models.haze_gate.prior_radius`) and the opening's
+    (:func:`~hazefree.models.haze_gate.opening_radius`) depend on the image size, a branch in
     Python; the graph computes the dark channel (and the opening) for every radius the working size
     allows and selects one by the radius computed from the shape."""
 
     def forward(self, hazy: Tensor, estimates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        from .models.guided_pix2pix import (
-            _HEAD_ESTIMATORS, DCP_RADIUS, gate_inputs, opening_radius, prior_airlight, prior_radius,
-            prior_transmission,
+        from .models.haze_gate import (
+            DCP_RADIUS, gate_inputs, opening_radius, prior_airlight, prior_radius, prior_transmission,
         )
+        from .models.haze_statistics import AIRLIGHT_ESTIMATORS
         from .physics import opened_maximum
 
         net = self.model
         low, t0, bottleneck = self.coarse(hazy)
         a = self.head_airlight(estimates, low, t0, bottleneck)
-        d = _HEAD_ESTIMATORS.index("dark_channel")
+        d = AIRLIGHT_ESTIMATORS.index("dark_channel")
         cap = None
         if net.prior_airlight_window is not None:
             top = opening_radius(net.prior_airlight_window, net.work_size)
@@ -272,9 +273,9 @@ def graph_module(model: nn.Module) -> nn.Module:
     if type(model) is GuidedPix2Pix and model.haze_gate is not None and model.airlight_head is None:
         raise ValueError("export of Guided-Pix2Pix with a haze gate but no airlight head is not supported")
     if type(model) is GuidedPix2Pix and model.airlight_head is not None:
-        from .models.guided_pix2pix import _HEAD_ESTIMATORS
+        from .models.haze_statistics import AIRLIGHT_ESTIMATORS
 
-        if model.airlight not in _HEAD_ESTIMATORS:
+        if model.airlight not in AIRLIGHT_ESTIMATORS:
             raise ValueError(f"export of an airlight head over the {model.airlight!r} estimate is not supported")
         if model.haze_gate is not None:
             if model.work_size is None:
@@ -321,7 +322,7 @@ def export_onnx(method: str | None, path: str | Path, *, verbose: bool = False) 
     if isinstance(graph, _ClearOnlyGraph):
         inputs, outputs, example, airlight_method = ("hazy",), ("clear",), (noise,), None
     elif isinstance(graph, _HeadedGuidedPix2PixGraph):
-        from .models.guided_pix2pix import _HEAD_ESTIMATORS as estimates
+        from .models.haze_statistics import AIRLIGHT_ESTIMATORS as estimates
 
         inputs, outputs = ("hazy", "airlight_estimates"), ("clear", "transmission", "airlight")
         example, airlight_method = (noise, torch.full((1, 9), 0.8)), None

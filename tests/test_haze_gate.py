@@ -8,7 +8,7 @@ import torch
 from scipy.ndimage import grey_opening, minimum_filter
 
 from hazefree import models
-from hazefree.models.guided_pix2pix import CautiousGate, blend_prior
+from hazefree.models.haze_gate import CautiousGate, blend_prior
 from hazefree.models.weights import save_weights
 from hazefree.physics import estimate_airlight, opened_maximum
 from hazefree.training.gate import GateConfig, GateData, fit_gate, gate_table, interpolate

@@ -142,7 +142,8 @@ class TestGuidedPix2Pix:
         assert err[-1] < 0.5 * err[0]
 
     def test_airlight_head_without_features_reads_only_the_haze_statistics(self):
-        from hazefree.models.guided_pix2pix import DEPTH_STATISTICS, AirlightHead
+        from hazefree.models.guided_pix2pix import AirlightHead
+        from hazefree.models.haze_statistics import DEPTH_STATISTICS
 
         head = AirlightHead(32, features=False)
         assert head.mlp[0].in_features == 9 + DEPTH_STATISTICS
@@ -155,7 +156,7 @@ class TestGuidedPix2Pix:
         assert net(torch.rand(1, 3, 32, 40)).airlight.shape == (1, 3, 1, 1)
 
     def test_depth_statistics_read_the_haziest_and_clearest_pixels(self):
-        from hazefree.models.guided_pix2pix import DEPTH_STATISTICS, depth_statistics
+        from hazefree.models.haze_statistics import DEPTH_STATISTICS, depth_statistics
 
         t0 = torch.linspace(0.1, 0.9, 200).view(1, 1, 10, 20).repeat(2, 1, 1, 1)
         image = torch.rand(2, 3, 10, 20)
@@ -170,7 +171,7 @@ class TestGuidedPix2Pix:
         torch.testing.assert_close(got[0, 8], torch.tensor(0.5))
 
     def test_depth_statistics_share_ties_evenly(self):
-        from hazefree.models.guided_pix2pix import depth_statistics
+        from hazefree.models.haze_statistics import depth_statistics
 
         # 200 pixels, k = 2: one pixel below the plateau, two tied with the 2nd lowest t0 (0.2)
         t0 = torch.full((1, 1, 10, 20), 0.5)

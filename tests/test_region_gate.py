@@ -8,9 +8,8 @@ import torch
 from scipy.ndimage import minimum_filter
 
 from hazefree import models
-from hazefree.models.guided_pix2pix import (
-    GATE_FEATURES, RegionGate, blend_prior, cell_views, depth_statistics, region_inputs,
-)
+from hazefree.models.haze_gate import GATE_FEATURES, RegionGate, blend_prior, cell_views, region_inputs
+from hazefree.models.haze_statistics import depth_statistics
 from hazefree.physics import estimate_airlight
 from hazefree.training.gate import GateConfig, GateData, fit_gate, gate_table
 

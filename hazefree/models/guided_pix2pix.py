@@ -8,12 +8,13 @@ conditional PatchGAN loss (eqs. 43-44); see :mod:`hazefree.training`.
 Beyond the paper, the U-Net can run at a working resolution (``work_size``, the longer side): a
 larger input is resized down for the U-Net, and the fast guided filter computes the refinement's
 coefficients there and applies them at full resolution, so a 4K photo costs about as much as its
-working-size version while the transmission keeps full-resolution edges.
+working-size version while the transmission keeps full-resolution edges. Also beyond the paper: a
+learned airlight head (:class:`AirlightHead`) and haze gates that blend in the dark-channel prior's
+strength (:mod:`hazefree.models.haze_gate`), both reading :mod:`hazefree.models.haze_statistics`.
 """
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import NamedTuple
 
 import torch
@@ -21,7 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import fast_guided_filter, guided_filter, rgb_to_gray
-from ..physics import MIN_AIRLIGHT, airlight_floor, dark_channel, estimate_airlights, opened_maximum
+from ..physics import MIN_AIRLIGHT, airlight_floor, estimate_airlights, opened_maximum
+from .haze_gate import (
+    CautiousGate, HazeGate, RegionGate, blend_prior, gate_inputs, opening_radius, prior_airlight, prior_radius,
+    prior_transmission, region_inputs,
+)
+from .haze_statistics import AIRLIGHT_ESTIMATORS, DEPTH_STATISTICS, depth_statistics, stack_estimates
 from .outputs import DehazeOutput
 
 
@@ -127,15 +133,6 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([hazy, clear], dim=1))
 
 
-# Estimators whose values the airlight head sees next to the U-Net's features.
-_HEAD_ESTIMATORS = ("max_luma", "dark_channel", "dark_channel_brightest")
-
-
-def _stack(estimates: dict[str, Tensor]) -> Tensor:
-    """The N x 9 airlight estimates of :data:`_HEAD_ESTIMATORS`, in order."""
-    return torch.cat([estimates[m].flatten(1) for m in _HEAD_ESTIMATORS], 1)
-
-
 class NetworkCoarse(NamedTuple):
     """The network's own coarse output (:meth:`GuidedPix2Pix.network_coarse`)."""
 
@@ -159,7 +156,7 @@ class AirlightHead(nn.Module):
     the dark-channel rules err the other way on scenes whose haziest pixels are not opaque (an
     indoor room whose far wall has t = 0.5 shows at most A / 2 + J / 2, so every rule that reads A
     off the image's pixels finds it too dark). The head sees the U-Net's pooled bottleneck
-    features, the three estimates (:data:`_HEAD_ESTIMATORS`) and :func:`depth_statistics` of the
+    features, the three estimates (:data:`AIRLIGHT_ESTIMATORS`) and :func:`depth_statistics` of the
     coarse transmission, from which A can be extrapolated: I = J t + A (1 - t) at the haziest
     pixels. It returns A = clamp(A_ref + 0.5 tanh(delta)) per channel, where A_ref is the model's
     configured estimator, and is trained end to end through J = (I - A) / t + A (and, where a
@@ -172,14 +169,14 @@ class AirlightHead(nn.Module):
 
     Shape:
         (N x F inputs from :func:`head_inputs`, N x 3 x 1 x 1 A_ref) -> N x 3 x 1 x 1, where
-        F = C + 3 * len(_HEAD_ESTIMATORS) + DEPTH_STATISTICS for C bottleneck channels.
+        F = C + 3 * len(AIRLIGHT_ESTIMATORS) + DEPTH_STATISTICS for C bottleneck channels.
     """
 
     def __init__(self, channels: int, hidden: int = 64, features: bool = True) -> None:
         super().__init__()
         self.skip = 0 if features else channels  # leading inputs the head does not read
         self.mlp = nn.Sequential(
-            nn.Linear(channels - self.skip + 3 * len(_HEAD_ESTIMATORS) + DEPTH_STATISTICS, hidden),
+            nn.Linear(channels - self.skip + 3 * len(AIRLIGHT_ESTIMATORS) + DEPTH_STATISTICS, hidden),
             nn.ReLU(),
             nn.Linear(hidden, 3),
         )
@@ -191,196 +188,12 @@ class AirlightHead(nn.Module):
         return (reference + delta.view_as(reference)).clamp(MIN_AIRLIGHT, 1.0)
 
 
-# Number of values :func:`depth_statistics` returns per image.
-DEPTH_STATISTICS = 9
-
-
-def depth_statistics(image: Tensor, t0: Tensor) -> Tensor:
-    """Colour and transmission of the haziest and the clearest 1 % of pixels, by t0.
-
-    Returns N x 9: mean colour of the haziest pixels (3) and their mean t0, the same for the
-    clearest pixels (3 + 1), and the mean t0. With I = J t + A (1 - t), the haziest pixels'
-    colour and t0 bound A from below and say how far to extrapolate.
-
-    The k = 1 % pixels are those strictly beyond the k-th value of t0, plus an equal share of every
-    pixel tied with it: a dark channel has plateaus, and which tied pixels ``topk`` returns is up to
-    the runtime (PyTorch and onnxruntime differ), so the tied ones are averaged, each with weight
-    (k - strictly beyond) / tied. Without ties this is the plain mean of the k selected pixels.
-    """
-    n = image.shape[0]
-    flat_t = t0.reshape(n, -1)
-    flat_i = image.reshape(n, image.shape[1], -1)
-    k = torch.sym_max(1, flat_t.shape[1] // 100)  # integer arithmetic: also a symbolic size in ONNX export
-    out = []
-    for sign in (-1.0, 1.0):  # haziest (lowest t0), then clearest
-        ranked = sign * flat_t
-        kth = ranked.topk(k, dim=1).values[:, -1:]
-        beyond, tied = (ranked > kth).to(flat_t), (ranked == kth).to(flat_t)
-        share = (k - beyond.sum(dim=1, keepdim=True)) / tied.sum(dim=1, keepdim=True)
-        weight = beyond + share * tied  # sums to k
-        colour = (flat_i * weight.unsqueeze(1)).sum(dim=2) / k
-        out += [colour, (flat_t * weight).sum(dim=1, keepdim=True) / k]
-    return torch.cat(out + [flat_t.mean(dim=1, keepdim=True)], dim=1)
-
-
 def head_inputs(bottleneck: Tensor, estimates: Tensor, low: Tensor, t0: Tensor) -> Tensor:
     """The :class:`AirlightHead`'s input: the pooled bottleneck, the N x 9 airlight ``estimates``
-    (:data:`_HEAD_ESTIMATORS`, in order) and :func:`depth_statistics` of the working-size image
+    (:data:`AIRLIGHT_ESTIMATORS`, in order) and :func:`depth_statistics` of the working-size image
     ``low`` by the coarse ``t0``. t0 enters as an input, like the estimates: the head's error does
     not steer the transmission through it."""
     return torch.cat([bottleneck.mean(dim=(2, 3)), estimates, depth_statistics(low, t0.detach())], dim=1)
-
-
-# He et al.'s dark-channel patch radius (a 15 px patch) on the full image; the prior's is scaled from it.
-DCP_RADIUS = 7
-
-
-def prior_radius(low_width, width):
-    """The prior's dark-channel patch radius at the working size: :data:`DCP_RADIUS` scaled by
-    ``low_width / width`` and rounded half up, between 1 and :data:`DCP_RADIUS`. Integer arithmetic,
-    so that it is also a symbolic size in an ONNX export."""
-    return torch.sym_max(1, (2 * DCP_RADIUS * low_width + width) // (2 * width))
-
-
-def opening_radius(window: float, longer_side):
-    """The radius of the opening that caps the prior's airlight: ``window`` x the working image's
-    longer side / 2, rounded half up, at least 1 (``window`` as a fraction p/q, so that the formula
-    is integer arithmetic)."""
-    frac = Fraction(window).limit_denominator(1000)
-    return torch.sym_max(1, (frac.numerator * longer_side + frac.denominator) // (2 * frac.denominator))
-
-
-def prior_airlight(estimate: Tensor, cap: Tensor | None) -> Tensor:
-    """The prior's airlight: DCP's ``estimate`` (N x 3 x 1 x 1), at most ``cap`` (the opened maximum
-    of ``prior_airlight_window``; None: uncapped) and at least ``MIN_AIRLIGHT`` (a black image: no
-    0 / 0 in I / A)."""
-    capped = estimate if cap is None else torch.minimum(estimate, cap)
-    return capped.clamp(min=MIN_AIRLIGHT)
-
-
-def prior_transmission(low: Tensor, airlight: Tensor, radius: int, omega: float = 0.95) -> Tensor:
-    """He et al.'s coarse transmission t = 1 - omega dark(I / A) (eq. 12) of the working-size image
-    ``low`` with a (2 ``radius`` + 1) px patch (:func:`prior_radius`: DCP's 15 px patch on the full
-    image, scaled to the working size)."""
-    return 1.0 - omega * dark_channel(low / airlight, 2 * radius + 1)
-
-
-def blend_prior(
-    t0: Tensor, a: Tensor, t_prior: Tensor, a_prior: Tensor, g: Tensor, g_airlight: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """The :class:`HazeGate`'s blend: t0_g = t0^(1-g) min(t0, t_prior)^g, A_g = (1-g) A + g A_prior.
-
-    In optical depth tau = -ln t, tau_g = tau0 + g max(0, tau_prior - tau0): g = 0 is the network
-    alone, g = 1 takes the deeper of the two everywhere with the prior's airlight (issue #24's rule
-    "DCP's strength everywhere"). ``g`` is N x 1 x 1 x 1, or N x 1 x h x w for a g per pixel
-    (:class:`RegionGate`); A is then blended by ``g_airlight`` (N x 1 x 1 x 1; default ``g``).
-    """
-    stronger = torch.minimum(t0, t_prior).clamp(min=1e-3)
-    t = t0.clamp(min=1e-3).pow(1.0 - g) * stronger.pow(g)
-    g_airlight = g if g_airlight is None else g_airlight
-    return t, (1.0 - g_airlight) * a + g_airlight * a_prior
-
-
-# Number of values :func:`gate_inputs` returns per image.
-GATE_FEATURES = 3 * len(_HEAD_ESTIMATORS) + 2 * DEPTH_STATISTICS
-
-
-class HazeGate(nn.Module):
-    """Per image, how much of the dark-channel prior's strength to take: g in [0, 1] (issue #24;
-    not in the paper). Dense, coloured real haze needs about DCP's strength, light synthetic haze
-    the network's own t; the gate reads which one it is looking at from haze statistics only (the
-    airlight estimates and :func:`depth_statistics` of the image by t0 and by the prior's t; no
-    scene features, so that it cannot recognise training scenes) and :func:`blend_prior` applies
-    it to the coarse t and A, before the guided filter. It is fitted with the rest of the model
-    frozen (:mod:`hazefree.training.gate`). It starts at g = sigmoid(-6) = 0.0025, next to the
-    network alone.
-
-    Shape:
-        N x F inputs (:func:`gate_inputs`) -> N x 1 x 1 x 1.
-    """
-
-    def __init__(self, hidden: int = 16, features: int = GATE_FEATURES) -> None:
-        super().__init__()
-        # the inputs' mean and standard deviation over the fitting set (set by the fit, saved with it)
-        self.register_buffer("shift", torch.zeros(features))
-        self.register_buffer("scale", torch.ones(features))
-        self.mlp = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.constant_(self.mlp[-1].bias, -6.0)
-
-    def forward(self, inputs: Tensor) -> Tensor:
-        return torch.sigmoid(self.mlp((inputs - self.shift) / self.scale)).view(-1, 1, 1, 1)
-
-
-class CautiousGate(nn.Module):
-    """K :class:`HazeGate` members, each fitted without one of K scene-disjoint folds, combined by the
-    minimum: the prior's strength only where every member asks for it (stage 12; not in the paper).
-    An image unlike the fitting set, on which the members disagree, gets the most cautious g.
-
-    Shape:
-        N x F inputs (:func:`gate_inputs`) -> N x 1 x 1 x 1.
-    """
-
-    def __init__(self, members: int, hidden: int = 16, features: int = GATE_FEATURES) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(HazeGate(hidden, features) for _ in range(members))
-
-    def forward(self, inputs: Tensor) -> Tensor:
-        return torch.stack([m(inputs) for m in self.members]).amin(dim=0)
-
-
-def gate_inputs(estimates: Tensor, low: Tensor, t0: Tensor, t_prior: Tensor) -> Tensor:
-    """The :class:`HazeGate`'s input: the N x 9 airlight ``estimates`` and :func:`depth_statistics`
-    of ``low`` by the coarse ``t0`` and by the prior's ``t_prior`` (N x 27)."""
-    return torch.cat([estimates, depth_statistics(low, t0), depth_statistics(low, t_prior)], dim=1)
-
-
-# Side, in pixels, of each cell's square view in which :func:`region_inputs` reads its statistics.
-CELL_SIDE = 64
-
-
-def cell_views(x: Tensor, cells: int, side: int = CELL_SIDE) -> Tensor:
-    """The ``cells`` x ``cells`` grid of equal cells of N x C x h x w ``x``, each resized to ``side``
-    square: (N cells^2) x C x side x side, cells in row-major order. One resize to a fixed size and a
-    reshape, so that it is also a graph of symbolic sizes in an ONNX export."""
-    n, c = x.shape[:2]
-    x = F.interpolate(x, size=(cells * side, cells * side), mode="bilinear", align_corners=False, antialias=True)
-    x = x.reshape(n, c, cells, side, cells, side).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(n * cells * cells, c, side, side)
-
-
-def region_inputs(inputs: Tensor, g: Tensor, low: Tensor, t0: Tensor, t_prior: Tensor, cells: int) -> Tensor:
-    """The :class:`RegionGate`'s input, N x cells^2 x (F + 1 + 2 x 9): per cell, the image's gate
-    ``inputs`` (N x F), its gate's ``g`` (N x 1 x 1 x 1) and :func:`depth_statistics` of the cell of
-    ``low`` by the cell's ``t0`` and by its ``t_prior`` (:func:`cell_views`)."""
-    n, k, c = low.shape[0], cells * cells, low.shape[1]
-    image = torch.cat([inputs, g.reshape(n, 1)], dim=1)
-    views = cell_views(torch.cat([low, t0, t_prior], dim=1), cells)
-    local = torch.cat([depth_statistics(views[:, :c], views[:, c + j : c + j + 1]) for j in range(2)], dim=1)
-    return torch.cat([image.unsqueeze(1).expand(n, k, image.shape[1]), local.reshape(n, k, -1)], dim=2)
-
-
-class RegionGate(nn.Module):
-    """The haze gate's g per region (stage 13; not in the paper): per cell of a ``cells`` x ``cells``
-    grid, g in [0, 1] for the transmission, from the image's gate inputs and g and the cell's own
-    depth statistics (:func:`region_inputs`). The cells' g are interpolated bilinearly to the working
-    size and t0 is blended per pixel (:func:`blend_prior`), while A keeps the image's g: dense haze in
-    one part of a photo (the far field, a valley) can take the prior's strength where the near field
-    or a bright sky would clip. A :class:`HazeGate` (a :class:`CautiousGate` with ``members`` > 1)
-    applied to each cell's row.
-
-    Shape:
-        N x cells^2 x F inputs (:func:`region_inputs`) -> N x 1 x cells x cells.
-    """
-
-    def __init__(self, cells: int, members: int = 1, hidden: int = 16) -> None:
-        super().__init__()
-        self.cells = cells
-        features = GATE_FEATURES + 1 + 2 * DEPTH_STATISTICS
-        self.gate = HazeGate(hidden, features) if members == 1 else CautiousGate(members, hidden, features)
-
-    def forward(self, inputs: Tensor) -> Tensor:
-        return self.gate(inputs.flatten(0, 1)).reshape(inputs.shape[0], 1, self.cells, self.cells)
 
 
 def working_size(h, w, work_size: int):
@@ -482,14 +295,14 @@ class GuidedPix2Pix(nn.Module):
         size, with the airlight estimates (by name) they came from; no haze gate."""
         methods = (self.airlight,)
         if self.airlight_head is not None or self.haze_gate is not None:
-            methods = (self.airlight, *_HEAD_ESTIMATORS)
+            methods = (self.airlight, *AIRLIGHT_ESTIMATORS)
         with torch.no_grad():  # the estimates are statistics of the input; no parameter influences them
             est = estimate_airlights(hazy, methods)
         a = est[self.airlight]
         logits, bottleneck = self.backbone.forward_features(low)
         t0 = torch.sigmoid(logits)
         if self.airlight_head is not None:
-            a = self.airlight_head(head_inputs(bottleneck, _stack(est), low, t0), a)
+            a = self.airlight_head(head_inputs(bottleneck, stack_estimates(est), low, t0), a)
         if self.airlight_floor is not None:
             with torch.no_grad():  # a statistic of the input and of t, like the estimate it raises
                 t = guided_filter(rgb_to_gray(low), t0, self.radius, self.eps).clamp(self.t_min, 1.0)
@@ -506,7 +319,7 @@ class GuidedPix2Pix(nn.Module):
                 cap = opened_maximum(low, 2 * opening_radius(self.prior_airlight_window, max(low.shape[-2:])) + 1)
             a_prior = prior_airlight(coarse.estimates["dark_channel"], cap)
             t_prior = prior_transmission(low, a_prior, prior_radius(low.shape[-1], hazy.shape[-1]))
-            inputs = gate_inputs(_stack(coarse.estimates), low, coarse.t0, t_prior)
+            inputs = gate_inputs(stack_estimates(coarse.estimates), low, coarse.t0, t_prior)
         return Prior(t_prior, a_prior, inputs)
 
     def coarse(self, hazy: Tensor, low: Tensor) -> tuple[Tensor, Tensor]:
@@ -569,14 +382,7 @@ __all__ = [
     "UNetGenerator",
     "PatchDiscriminator",
     "AirlightHead",
-    "depth_statistics",
     "head_inputs",
-    "HazeGate",
-    "CautiousGate",
-    "RegionGate",
-    "blend_prior",
-    "gate_inputs",
-    "region_inputs",
     "GuidedPix2Pix",
     "guided_pix2pix",
     "working_size",

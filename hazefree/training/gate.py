@@ -1,7 +1,7 @@
 """Fitting Guided-Pix2Pix's haze gate with the rest of the model frozen (issue #24).
 
-The gate (:class:`~hazefree.models.guided_pix2pix.HazeGate`) chooses one number per image, g in
-[0, 1], the share of the dark-channel prior's strength (:func:`~hazefree.models.guided_pix2pix.blend_prior`).
+The gate (:class:`~hazefree.models.haze_gate.HazeGate`) chooses one number per image, g in
+[0, 1], the share of the dark-channel prior's strength (:func:`~hazefree.models.haze_gate.blend_prior`).
 With the network frozen, an image's loss is a function of g alone, so it is tabulated once on a grid
 of g (:func:`gate_table`) and the gate is fitted to the tables, in seconds, by interpolating them:
 
@@ -22,11 +22,11 @@ PSNR.
 Every source counts with its sampling weight of the training recipe (``data.source_weights``, the
 real photos ``real_weight``), spread over its images.
 
-With ``members`` = K > 1 (stage 12) the gate is a :class:`~hazefree.models.guided_pix2pix.CautiousGate`:
+With ``members`` = K > 1 (stage 12) the gate is a :class:`~hazefree.models.haze_gate.CautiousGate`:
 the scenes (a RESIDE scene id with its hazy versions, a real photo) are dealt into K folds by
 ``seed``, member k is fitted without fold k, and the gate takes the members' minimum.
 
-With ``cells`` = R (stage 13) the tables are of a :class:`~hazefree.models.guided_pix2pix.RegionGate`
+With ``cells`` = R (stage 13) the tables are of a :class:`~hazefree.models.haze_gate.RegionGate`
 on a model whose haze gate is fitted and frozen: A and the image's g stay that gate's, t is blended
 at each g of the grid over the whole image (:func:`region_grid_outputs`), and each of the R x R
 cells is a row, scored on its own pixels (a real photo's cell against its own teacher), with its
@@ -48,7 +48,8 @@ from ..data import PairBank, split_unpaired
 from ..data.bank import source_labels
 from ..evaluation.no_reference import clipped_share
 from ..io import read_image
-from ..models.guided_pix2pix import CautiousGate, GuidedPix2Pix, HazeGate, RegionGate, blend_prior, region_inputs
+from ..models.guided_pix2pix import GuidedPix2Pix
+from ..models.haze_gate import CautiousGate, HazeGate, RegionGate, blend_prior, region_inputs
 
 __all__ = ["GateConfig", "GateTable", "GateData", "grid_outputs", "region_grid_outputs", "image_cells",
            "teacher_index", "gate_table", "gate_data", "interpolate", "fit_gate"]
