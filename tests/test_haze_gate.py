@@ -36,11 +36,12 @@ def test_blend_is_optical_depth_interpolation():
     rng = np.random.default_rng(0)
     t0, tp = rng.uniform(0.05, 1, (2, 1, 1, 5, 5))
     a, ap = rng.uniform(0.5, 1, (2, 1, 3, 1, 1))
-    for g in (0.0, 0.3, 1.0):
+    for g in (0.0, 0.3, 1.0, 1.5):  # beyond 1 (stage 14): deeper than the prior, A stays the prior's
         t, ab = blend_prior(*(torch.from_numpy(v) for v in (t0, a, tp, ap)), torch.tensor(g, dtype=torch.float64))
         tau = -np.log(t0) + g * np.maximum(0.0, np.log(t0) - np.log(tp))
         np.testing.assert_allclose(t.numpy(), np.exp(-tau), rtol=1e-12)
-        np.testing.assert_allclose(ab.numpy(), (1 - g) * a + g * ap, rtol=1e-12)
+        w = min(g, 1.0)
+        np.testing.assert_allclose(ab.numpy(), (1 - w) * a + w * ap, rtol=1e-12)
 
 
 def test_gate_at_zero_is_the_network_and_at_one_takes_the_prior():
@@ -70,6 +71,11 @@ def test_interpolate_matches_numpy():
     g = rng.random(6)
     got = interpolate(torch.from_numpy(table), torch.from_numpy(g)).numpy()
     want = [np.interp(gi, np.linspace(0, 1, 11), row) for gi, row in zip(g, table)]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # a grid up to 1.5 (stage 14)
+    table, g = rng.random((6, 16)), 1.5 * rng.random(6)
+    got = interpolate(torch.from_numpy(table), torch.from_numpy(g), top=1.5).numpy()
+    want = [np.interp(gi, np.linspace(0, 1.5, 16), row) for gi, row in zip(g, table)]
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
@@ -183,3 +189,26 @@ def test_cautious_gate_takes_strength_only_where_every_fold_asks():
         assert torch.equal(g, members.amin(dim=0))
         assert g[kind == 0].max() < 0.2
         assert (g[kind == 1].min() > 0.7) if cleared else (g[kind == 1].max() < 0.2)
+
+
+def test_gate_beyond_the_prior(tmp_path):
+    # gate_max 1.5 (stage 14), the gate saturated: half as deep again as the deeper of t0 and DCP's t,
+    # DCP's A; the option round-trips through a weights file
+    torch.manual_seed(0)
+    options = {**TINY, "haze_gate": True, "gate_max": 1.5}
+    net = _pin(models.create("guided-pix2pix", **options).eval(), 1)
+    plain = models.create("guided-pix2pix", **TINY).eval()
+    plain.load_state_dict(net.state_dict(), strict=False)
+    hazy = _hazy(4)
+    a_dcp = estimate_airlight(hazy, "dark_channel")
+    t_dcp = 1 - 0.95 * minimum_filter((hazy / a_dcp)[0].numpy().min(axis=0), size=15, mode="nearest")
+    with torch.no_grad():
+        t0 = plain(hazy).coarse_transmission[0, 0].numpy()
+        out = net(hazy)
+    deeper = np.maximum(np.minimum(t0, t_dcp), 1e-3)
+    np.testing.assert_allclose(out.coarse_transmission[0, 0].numpy(), t0 ** -0.5 * deeper**1.5, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.airlight.flatten().numpy(), a_dcp.flatten().numpy(), rtol=1e-6)
+    path = tmp_path / "deep.safetensors"
+    save_weights(net, path, "guided-pix2pix", options)
+    with torch.no_grad():
+        assert torch.equal(models.load_file(path)(hazy).clear, out.clear)

@@ -41,6 +41,8 @@ def main() -> int:
     ap.add_argument("--loss", choices=("l1", "relative"), default="l1", help="the error the gate minimises")
     ap.add_argument("--members", type=int, default=1, help="> 1: a CautiousGate of scene-disjoint folds")
     ap.add_argument("--cells", type=int, help="fit a region gate of CELLS x CELLS on the gated network of --init")
+    ap.add_argument("--gate-max", type=float, default=1.0,
+                    help="the gate's largest g, on a grid of step 0.1 (> 1: deeper than the prior; stage 14)")
     ap.add_argument("--prior-airlight-window", type=float,
                     help="cap the prior's airlight by a grey opening of this share of the side (GuidedPix2Pix)")
     args = ap.parse_args()
@@ -48,7 +50,8 @@ def main() -> int:
     if args.init:
         cfg.init = args.init
     torch.set_num_threads(cfg.threads)
-    gate_cfg = GateConfig(loss=args.loss, members=args.members, cells=args.cells)
+    gate_cfg = GateConfig(loss=args.loss, members=args.members, cells=args.cells,
+                          grid=round(10 * args.gate_max) + 1, grid_max=args.gate_max)
     fitting, _ = real_split(args.real, gate_cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     tables = args.out / "tables.safetensors"
@@ -56,8 +59,9 @@ def main() -> int:
     if tables.is_file():
         t = load_tensors(tables)
         recorded = json.loads((args.out / "tables.json").read_text())
-        if recorded.get("cells") != args.cells:
-            raise SystemExit(f"error: {tables}: made with cells={recorded.get('cells')}, not {args.cells}")
+        made = (recorded.get("cells"), recorded.get("gate_max", 1.0))
+        if made != (args.cells, args.gate_max):
+            raise SystemExit(f"error: {tables}: made with (cells, gate_max) = {made}, not {(args.cells, args.gate_max)}")
         data = GateData(t["inputs"], t["loss"], t["clipped"], t["weight"], recorded["sources"], recorded.get("scenes"))
     else:
         bank, train_idx, _ = load_training_data(cfg)
@@ -66,11 +70,11 @@ def main() -> int:
         data = gate_data(net, bank, train_idx, weights, fitting, gate_cfg)
         tensors = {"inputs": data.inputs, "loss": data.loss, "clipped": data.clipped, "weight": data.weight}
         save_tensors(tensors, str(tables))
-        (args.out / "tables.json").write_text(json.dumps({"sources": data.sources, "scenes": data.scenes, "cells": args.cells}))
-    summary = {"grid": grid_values(gate_cfg.grid).tolist(), "by_source": {}}
+        (args.out / "tables.json").write_text(json.dumps({"sources": data.sources, "scenes": data.scenes, "cells": args.cells, "gate_max": args.gate_max}))
+    summary = {"grid": grid_values(gate_cfg.grid, gate_cfg.grid_max).tolist(), "by_source": {}}
     for src in sorted(set(data.sources)):
         rows = [i for i, s in enumerate(data.sources) if s == src]
-        best = data.loss[rows].argmin(dim=1).float() / (gate_cfg.grid - 1)
+        best = data.loss[rows].argmin(dim=1).float() * gate_cfg.grid_max / (gate_cfg.grid - 1)
         summary["by_source"][src] = {"images": len(rows), "best_g_mean": float(best.mean())}
     _, meta = load_weights(cfg.init)
     options = {**json.loads(meta.get("options", "{}")), "haze_gate": True, **extra}
@@ -78,6 +82,8 @@ def main() -> int:
         options |= {"region_cells": args.cells, "region_members": args.members}
     elif args.members > 1:
         options["gate_members"] = args.members
+    if args.gate_max != 1.0:
+        options["gate_max"] = args.gate_max
     for seed in args.seeds:
         gate_cfg.seed = seed
         gate, history = fit_gate(data, gate_cfg)

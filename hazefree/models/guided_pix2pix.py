@@ -232,6 +232,7 @@ class GuidedPix2Pix(nn.Module):
         region_cells: with the gate, also a :class:`RegionGate` of this many cells a side, which sets
             the transmission's g per region (not in the paper; stage 13); ``None``: none.
         region_members: the region gate's members (as ``gate_members``).
+        gate_max: the haze gate's largest g (1: the prior's strength; 1.5: half as deep again, stage 14).
         prior_airlight_window: with the gate, cap the prior's A by :func:`~hazefree.physics.opened_maximum`
             of the working-size image with a window of this share of its longer side (0.03: 15 px
             at 512), so that a headlight is not read as the airlight; ``None``: DCP's A as it is.
@@ -261,6 +262,7 @@ class GuidedPix2Pix(nn.Module):
         gate_members: int = 1,
         region_cells: int | None = None,
         region_members: int = 1,
+        gate_max: float = 1.0,
     ) -> None:
         super().__init__()
         self.backbone = UNetGenerator(3, 1, ngf=ngf, num_downs=num_downs, dropout=dropout)
@@ -270,7 +272,7 @@ class GuidedPix2Pix(nn.Module):
         self.airlight_head = AirlightHead(bottleneck, features=airlight_head_features) if airlight_head else None
         self.haze_gate = None
         if haze_gate:
-            self.haze_gate = HazeGate() if gate_members == 1 else CautiousGate(gate_members)
+            self.haze_gate = HazeGate(top=gate_max) if gate_members == 1 else CautiousGate(gate_members, top=gate_max)
         if region_cells is not None and not haze_gate:
             raise ValueError("region_cells refines the haze gate's g: it needs haze_gate=True")
         self.region_gate = None if region_cells is None else RegionGate(region_cells, region_members)

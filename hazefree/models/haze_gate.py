@@ -61,12 +61,14 @@ def blend_prior(
 
     In optical depth tau = -ln t, tau_g = tau0 + g max(0, tau_prior - tau0): g = 0 is the network
     alone, g = 1 takes the deeper of the two everywhere with the prior's airlight (issue #24's rule
-    "DCP's strength everywhere"). ``g`` is N x 1 x 1 x 1, or N x 1 x h x w for a g per pixel
-    (:class:`RegionGate`); A is then blended by ``g_airlight`` (N x 1 x 1 x 1; default ``g``).
+    "DCP's strength everywhere"). g > 1 (``gate_max``; stage 14) extrapolates the depth beyond the
+    prior's, while A stops at the prior's: its weight is min(g, 1). ``g`` is N x 1 x 1 x 1, or
+    N x 1 x h x w for a g per pixel (:class:`RegionGate`); A is then blended by ``g_airlight``
+    (N x 1 x 1 x 1; default ``g``).
     """
     stronger = torch.minimum(t0, t_prior).clamp(min=1e-3)
     t = t0.clamp(min=1e-3).pow(1.0 - g) * stronger.pow(g)
-    g_airlight = g if g_airlight is None else g_airlight
+    g_airlight = (g if g_airlight is None else g_airlight).clamp(max=1.0)
     return t, (1.0 - g_airlight) * a + g_airlight * a_prior
 
 
@@ -75,21 +77,22 @@ GATE_FEATURES = 3 * len(AIRLIGHT_ESTIMATORS) + 2 * DEPTH_STATISTICS
 
 
 class HazeGate(nn.Module):
-    """Per image, how much of the dark-channel prior's strength to take: g in [0, 1] (issue #24;
-    not in the paper). Dense, coloured real haze needs about DCP's strength, light synthetic haze
+    """Per image, how much of the dark-channel prior's strength to take: g in [0, ``top``] (issue
+    #24; not in the paper; ``top`` > 1 goes beyond the prior's depth, :func:`blend_prior`). Dense, coloured real haze needs about DCP's strength, light synthetic haze
     the network's own t; the gate reads which one it is looking at from haze statistics only (the
     airlight estimates and :func:`depth_statistics` of the image by t0 and by the prior's t; no
     scene features, so that it cannot recognise training scenes) and :func:`blend_prior` applies
     it to the coarse t and A, before the guided filter. It is fitted with the rest of the model
-    frozen (:mod:`hazefree.training.gate`). It starts at g = sigmoid(-6) = 0.0025, next to the
-    network alone.
+    frozen (:mod:`hazefree.training.gate`). It starts at g = ``top`` sigmoid(-6) = 0.0025 ``top``,
+    next to the network alone.
 
     Shape:
         N x F inputs (:func:`gate_inputs`) -> N x 1 x 1 x 1.
     """
 
-    def __init__(self, hidden: int = 16, features: int = GATE_FEATURES) -> None:
+    def __init__(self, hidden: int = 16, features: int = GATE_FEATURES, top: float = 1.0) -> None:
         super().__init__()
+        self.top = top
         # the inputs' mean and standard deviation over the fitting set (set by the fit, saved with it)
         self.register_buffer("shift", torch.zeros(features))
         self.register_buffer("scale", torch.ones(features))
@@ -98,7 +101,7 @@ class HazeGate(nn.Module):
         nn.init.constant_(self.mlp[-1].bias, -6.0)
 
     def forward(self, inputs: Tensor) -> Tensor:
-        return torch.sigmoid(self.mlp((inputs - self.shift) / self.scale)).view(-1, 1, 1, 1)
+        return self.top * torch.sigmoid(self.mlp((inputs - self.shift) / self.scale)).view(-1, 1, 1, 1)
 
 
 class CautiousGate(nn.Module):
@@ -110,9 +113,9 @@ class CautiousGate(nn.Module):
         N x F inputs (:func:`gate_inputs`) -> N x 1 x 1 x 1.
     """
 
-    def __init__(self, members: int, hidden: int = 16, features: int = GATE_FEATURES) -> None:
+    def __init__(self, members: int, hidden: int = 16, features: int = GATE_FEATURES, top: float = 1.0) -> None:
         super().__init__()
-        self.members = nn.ModuleList(HazeGate(hidden, features) for _ in range(members))
+        self.members = nn.ModuleList(HazeGate(hidden, features, top) for _ in range(members))
 
     def forward(self, inputs: Tensor) -> Tensor:
         return torch.stack([m(inputs) for m in self.members]).amin(dim=0)

@@ -60,6 +60,7 @@ class GateConfig:
     """How the gate is fitted (module docstring)."""
 
     grid: int = 11  # g = 0, 0.1, ..., 1
+    grid_max: float = 1.0  # the grid's (and the gate's) largest g (stage 14: 1.5, with grid 16)
     real_weight: float = 6.0  # the real photos' sampling weight (stage 10's real_targets10)
     real_clip_allowance: float = 0.002  # the teacher's extra clipped share (stage 9: 0.2 %)
     real_holdout: float = 0.15  # held out of train/real_unpaired for the rule (split_unpaired)
@@ -93,8 +94,8 @@ class GateData(NamedTuple):
     scenes: list[str] | None = None  # scene of each image (the fold unit of a CautiousGate)
 
 
-def grid_values(n: int) -> Tensor:
-    return torch.linspace(0.0, 1.0, n)
+def grid_values(n: int, top: float = 1.0) -> Tensor:
+    return torch.linspace(0.0, top, n)
 
 
 @torch.no_grad()
@@ -145,9 +146,9 @@ def gate_table(model: GuidedPix2Pix, hazy: Tensor, clear: Tensor | None, cfg: Ga
     """:class:`GateTable` of one 1 x 3 x H x W image; ``clear`` None for a real photo (the teacher).
     With ``cfg.cells``, a region gate's: one row per cell (module docstring)."""
     if cfg.cells is None:
-        outputs, inputs = grid_outputs(model, hazy, grid_values(cfg.grid))
+        outputs, inputs = grid_outputs(model, hazy, grid_values(cfg.grid, cfg.grid_max))
         return _table(inputs, outputs, clear, cfg)
-    outputs, inputs = region_grid_outputs(model, hazy, grid_values(cfg.grid), cfg.cells)
+    outputs, inputs = region_grid_outputs(model, hazy, grid_values(cfg.grid, cfg.grid_max), cfg.cells)
     by_cell = [image_cells(out, cfg.cells) for out in outputs]
     targets = [None] * cfg.cells**2 if clear is None else image_cells(clear, cfg.cells)
     rows = [_table(inputs[k], [cell[k] for cell in by_cell], targets[k], cfg) for k in range(cfg.cells**2)]
@@ -203,11 +204,11 @@ def gate_data(
     )
 
 
-def interpolate(table: Tensor, g: Tensor) -> Tensor:
-    """Each row of the N x G ``table`` (values at g = 0, 1/(G-1), ..., 1), read at its g (N) by
+def interpolate(table: Tensor, g: Tensor, top: float = 1.0) -> Tensor:
+    """Each row of the N x G ``table`` (values at g = 0, top/(G-1), ..., top), read at its g (N) by
     linear interpolation: piecewise linear in g, so it has a gradient with respect to g."""
     n = table.shape[1] - 1
-    pos = g.clamp(0.0, 1.0) * n
+    pos = g.clamp(0.0, top) * (n / top)
     lo = pos.detach().floor().clamp(max=n - 1).long()
     frac = pos - lo
     rows = torch.arange(table.shape[0])
@@ -218,6 +219,8 @@ def fit_gate(data: GateData, cfg: GateConfig) -> tuple[nn.Module, list[float]]:
     """A :class:`HazeGate` minimising the weighted interpolated loss (full batch, AdamW), and its
     loss every 100 steps; with ``cfg.members`` > 1 a :class:`CautiousGate` (module docstring) and
     the members' losses, one after the other; with ``cfg.cells``, either in a :class:`RegionGate`."""
+    if cfg.cells is not None and cfg.grid_max != 1.0:
+        raise ValueError("a region gate's g stays within [0, 1]: GateConfig.grid_max must be 1 with cells")
     gate, history = _fit(data, cfg)
     if cfg.cells is None:
         return gate, history
@@ -237,7 +240,7 @@ def _fit(data: GateData, cfg: GateConfig) -> tuple[nn.Module, list[float]]:
     names = sorted(set(data.scenes))
     order = torch.randperm(len(names), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     fold = {names[j]: k % cfg.members for k, j in enumerate(order)}
-    gate, history = CautiousGate(cfg.members, cfg.hidden, data.inputs.shape[1]), []
+    gate, history = CautiousGate(cfg.members, cfg.hidden, data.inputs.shape[1], cfg.grid_max), []
     for k in range(cfg.members):
         keep = torch.tensor([fold[s] != k for s in data.scenes])
         member, h = _fit_member(data.inputs[keep], table[keep], data.weight[keep], cfg, cfg.seed * cfg.members + k)
@@ -248,7 +251,7 @@ def _fit(data: GateData, cfg: GateConfig) -> tuple[nn.Module, list[float]]:
 
 def _fit_member(inputs: Tensor, table: Tensor, weight: Tensor, cfg: GateConfig, seed: int) -> tuple[HazeGate, list[float]]:
     torch.manual_seed(seed)
-    gate = HazeGate(hidden=cfg.hidden, features=inputs.shape[1])
+    gate = HazeGate(hidden=cfg.hidden, features=inputs.shape[1], top=cfg.grid_max)
     gate.shift.copy_(inputs.mean(dim=0))
     gate.scale.copy_(inputs.std(dim=0).clamp(min=1e-3))
     weight = weight / weight.sum()
@@ -256,7 +259,7 @@ def _fit_member(inputs: Tensor, table: Tensor, weight: Tensor, cfg: GateConfig, 
     history = []
     for step in range(cfg.steps):
         g = gate(inputs).flatten()
-        loss = (interpolate(table, g) * weight).sum()
+        loss = (interpolate(table, g, cfg.grid_max) * weight).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
