@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -62,6 +63,45 @@ def real_scores(dehaze, photos: list[torch.Tensor]) -> dict[str, list[float]]:
             out["clipped"].append(float(clipped_share(result)[0]))
             out["brightness"].append(float(brightness_ratio(result, photo)[0]))
     return out
+
+
+@dataclass
+class Rule:
+    """The selection rule (module docstring); None switches a condition off."""
+
+    min_psnr: float = 20.40
+    factor: float = 0.85
+    max_darkened: int | None = None
+    step_back: float | None = None
+    psnr_gain: float | None = None
+
+
+def decide(rows: dict[str, dict], candidates: dict[str, list[str]], rule: Rule) -> dict:
+    """Each run's choice among its feasible checkpoints (the lowest FADE) and whether the best
+    choice ships, against ``rows["shipped"]``. ``rows`` maps a name to its ``val_psnr``, ``fade``,
+    ``clipped`` and ``darkened``."""
+    shipped = rows["shipped"]
+
+    def feasible(r: dict) -> bool:
+        return (
+            r["val_psnr"] >= rule.min_psnr and r["clipped"] <= MAX_CLIPPED
+            and (rule.max_darkened is None or r["darkened"] <= rule.max_darkened)
+            and (rule.step_back is None
+                 or (r["val_psnr"] >= shipped["val_psnr"] - rule.step_back and r["fade"] <= shipped["fade"]))
+        )
+
+    choices = {}
+    for run, names in candidates.items():
+        kept = [n for n in names if feasible(rows[n])]
+        if kept:
+            choices[run] = min(kept, key=lambda n: rows[n]["fade"])
+    verdict: dict = {"choices": choices, "ship": None}
+    if choices:
+        best = min(choices.values(), key=lambda n: rows[n]["fade"])
+        verdict["best"] = best
+        verdict["ship"] = rows[best]["fade"] <= rule.factor * shipped["fade"] or (
+            rule.psnr_gain is not None and rows[best]["val_psnr"] >= shipped["val_psnr"] + rule.psnr_gain)
+    return verdict
 
 
 def compare_arms(rows: dict[str, dict], candidates: dict[str, list[str]], bild: set[str]) -> dict:
@@ -150,24 +190,10 @@ def main() -> int:
     dcp_fade = rows["dcp"]["per_photo_fade"]
     for row in rows.values():
         row["clearer_than_dcp"] = sum(f < d for f, d in zip(row["per_photo_fade"], dcp_fade))
-    choices = {}
-    shipped = rows["shipped"]
-    for run, names in candidates.items():
-        feasible = [
-            n for n in names
-            if rows[n]["val_psnr"] >= args.min_psnr and rows[n]["clipped"] <= MAX_CLIPPED
-            and (args.max_darkened is None or rows[n]["darkened"] <= args.max_darkened)
-            and (args.step_back is None or (rows[n]["val_psnr"] >= shipped["val_psnr"] - args.step_back
-                                            and rows[n]["fade"] <= shipped["fade"]))
-        ]
-        if feasible:
-            choices[run] = min(feasible, key=lambda n: rows[n]["fade"])
-    verdict = {"choices": choices, "ship": None}
-    if choices:
-        best = min(choices.values(), key=lambda n: rows[n]["fade"])
-        verdict["best"] = best
-        verdict["ship"] = rows[best]["fade"] <= args.factor * shipped["fade"] or (
-            args.psnr_gain is not None and rows[best]["val_psnr"] >= shipped["val_psnr"] + args.psnr_gain)
+    rule = Rule(args.min_psnr, args.factor, args.max_darkened, args.step_back, args.psnr_gain)
+    verdict = decide(rows, candidates, rule)
+    if verdict["choices"]:
+        best = verdict["best"]
         verdict["issue_bar"] = {
             "fade_le_dcp": rows[best]["fade"] <= rows["dcp"]["fade"],
             "clearer_than_dcp": f"{rows[best]['clearer_than_dcp']} of {len(photos)}",
