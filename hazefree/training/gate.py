@@ -32,6 +32,9 @@ at each g of the grid over the whole image (:func:`region_grid_outputs`), and ea
 cells is a row, scored on its own pixels (a real photo's cell against its own teacher), with its
 image's weight / R^2. The per-pixel map the region gate makes blends neighbouring cells near their
 borders and the guided filter spreads t by its radius; the tables ignore both.
+
+With ``grid_max`` > 1 (stage 14) the grid, and the gate's range, go beyond the prior's strength
+(:func:`~hazefree.models.haze_gate.blend_prior` extrapolates the optical depth there).
 """
 
 from __future__ import annotations
