@@ -66,12 +66,13 @@ def make_clip(path: Path, n: int = 20, w: int = 96, h: int = 64, vfr: bool = Fal
 def _probe(path: Path) -> dict:
     with av.open(str(path)) as c:
         v = c.streams.video[0]
+        rate, codec = v.average_rate, v.codec_context.name  # PyAV >= 18.1 refuses a closed container's streams
         audio = [bytes(p) for s in c.streams.audio for p in c.demux(s) if p.size]
     with av.open(str(path)) as c:
         frames = list(c.decode(video=0))
         return {
             "pts": [float(f.pts * f.time_base) for f in frames], "size": (frames[0].width, frames[0].height),
-            "rotation": frames[0].rotation, "rate": v.average_rate, "audio": audio, "codec": v.codec_context.name,
+            "rotation": frames[0].rotation, "rate": rate, "audio": audio, "codec": codec,
             "rgb": [f.to_ndarray(format="rgb24") for f in frames],
         }
 
