@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from hazefree.training.gate import GateConfig, GateData, fit_gate, interpolate
+from hazefree.training.gate import GateConfig, GateData, fit_gate, grid_values, interpolate, scene_folds
 
 COMBINE = {"min": lambda g: g.amin(0), "median": lambda g: g.median(0).values, "mean": lambda g: g.mean(0)}
 
@@ -40,12 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads((args.tables / "tables.json").read_text())
     data = GateData(t["inputs"], t["loss"], t["clipped"], t["weight"], meta["sources"], meta["scenes"])
     top = meta.get("gate_max") or 1.0
-    names = sorted(set(data.scenes))
-    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(1000 + args.seed)).tolist()
-    fold = {names[j]: k % args.folds for k, j in enumerate(order)}
+    fold = scene_folds(data.scenes, args.folds, 1000 + args.seed)  # another deal than the members' own
     g_out = {c: torch.zeros(len(data.sources)) for c in COMBINE}
     for k in range(args.folds):
-        held = torch.tensor([fold[s] == k for s in data.scenes])
+        held = fold == k
         keep = ~held
         train = GateData(data.inputs[keep], data.loss[keep], data.clipped[keep], data.weight[keep],
                          [s for s, m in zip(data.sources, keep.tolist()) if m],
@@ -59,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     real = torch.tensor([s == "real_unpaired" for s in data.sources])
     share = torch.where(real[:, None], 100 * data.loss, data.loss / data.loss[:, :1].clamp(min=1e-6))
     report: dict = {"folds": args.folds, "members": args.members, "loss": args.loss, "by_source": {}}
-    print(f"| source (images) | best g | error at g = 0 | " + " | ".join(f"g {c} | error left {c}" for c in COMBINE) + " |")
+    print("| source (images) | best g | error at g = 0 | " + " | ".join(f"g {c} | error left {c}" for c in COMBINE) + " |")
     print("|---|---:|---:|" + "---:|---:|" * len(COMBINE))
-    best = data.loss.argmin(dim=1).float() * top / (data.loss.shape[1] - 1)
+    best = grid_values(data.loss.shape[1], top)[data.loss.argmin(dim=1)]
     for src in sorted(set(data.sources)):
         rows = torch.tensor([s == src for s in data.sources])
         entry = {"images": int(rows.sum()), "best_g": float(best[rows].mean()), "error_g0": float(share[rows, 0].mean())}

@@ -50,3 +50,14 @@ def truncated_png(size: int = 64, keep: int = 400) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()[:keep]
+
+
+def hazy_ramp(seed: int = 0, size: int = 48):
+    """A small 1 x 3 x size x size hazy image: a smooth random scene under a left-to-right haze
+    ramp (t 0.25 to 0.9) with a warm airlight; the haze gates' tests share it."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    clear = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(size, size), mode="bilinear")
+    t = torch.linspace(0.25, 0.9, size).view(1, 1, 1, size)
+    return clear * t + torch.tensor([0.8, 0.78, 0.7]).view(1, 3, 1, 1) * (1 - t)

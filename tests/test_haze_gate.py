@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.ndimage import grey_opening, minimum_filter
+from helpers import hazy_ramp
 
 from hazefree import models
 from hazefree.models.haze_gate import CautiousGate, blend_prior
@@ -15,13 +16,6 @@ from hazefree.training.gate import GateConfig, GateData, fit_gate, gate_table, i
 
 TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None,
         "airlight": "dark_channel_brightest", "airlight_head": True, "airlight_head_features": False}
-
-
-def _hazy(seed: int = 0, size: int = 48) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    clear = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(size, size), mode="bilinear")
-    t = torch.linspace(0.25, 0.9, size).view(1, 1, 1, size)
-    return clear * t + torch.tensor([0.8, 0.78, 0.7]).view(1, 3, 1, 1) * (1 - t)
 
 
 def _pin(net: torch.nn.Module, g: float) -> torch.nn.Module:
@@ -49,7 +43,7 @@ def test_gate_at_zero_is_the_network_and_at_one_takes_the_prior():
     plain = models.create("guided-pix2pix", **TINY).eval()
     gated = models.create("guided-pix2pix", **TINY, haze_gate=True).eval()
     gated.load_state_dict(plain.state_dict(), strict=False)
-    hazy = _hazy()
+    hazy = hazy_ramp()
     with torch.no_grad():
         ref = plain(hazy)
         assert torch.equal(_pin(gated, 0)(hazy).clear, ref.clear)
@@ -118,7 +112,7 @@ def test_relative_loss_weighs_well_restored_images_as_much_as_hard_ones():
 def test_table_targets(tmp_path):
     torch.manual_seed(0)
     net = _pin(models.create("guided-pix2pix", **TINY, haze_gate=True).eval(), 0)
-    hazy = _hazy(1)
+    hazy = hazy_ramp(1)
     cfg = GateConfig(grid=5)
     with torch.no_grad():
         own = net(hazy).clear
@@ -155,7 +149,7 @@ def test_opened_maximum_matches_scipy():
 def test_prior_airlight_capped_by_the_opening():
     torch.manual_seed(0)
     net = _pin(models.create("guided-pix2pix", **TINY, haze_gate=True, prior_airlight_window=0.5).eval(), 1)
-    hazy = _hazy(2)
+    hazy = hazy_ramp(2)
     # a 16 x 16 lamp where the haze is densest: larger than DCP's 15 px patch, so it lifts DCP's A,
     # smaller than the 25 px opening (0.5 x 48 px), so the cap ignores it
     hazy[..., 2:18, 0:16] = 1.0
@@ -199,7 +193,7 @@ def test_gate_beyond_the_prior(tmp_path):
     net = _pin(models.create("guided-pix2pix", **options).eval(), 1)
     plain = models.create("guided-pix2pix", **TINY).eval()
     plain.load_state_dict(net.state_dict(), strict=False)
-    hazy = _hazy(4)
+    hazy = hazy_ramp(4)
     a_dcp = estimate_airlight(hazy, "dark_channel")
     t_dcp = 1 - 0.95 * minimum_filter((hazy / a_dcp)[0].numpy().min(axis=0), size=15, mode="nearest")
     with torch.no_grad():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.ndimage import minimum_filter
+from helpers import hazy_ramp
 
 from hazefree import models
 from hazefree.models.haze_gate import GATE_FEATURES, RegionGate, blend_prior, cell_views, region_inputs
@@ -16,13 +17,6 @@ from hazefree.training.gate import GateConfig, GateData, fit_gate, gate_table
 TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None,
         "airlight": "dark_channel_brightest", "airlight_head": True, "airlight_head_features": False,
         "haze_gate": True, "region_cells": 3}
-
-
-def _hazy(seed: int = 0, size: int = 48) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    clear = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(size, size), mode="bilinear")
-    t = torch.linspace(0.25, 0.9, size).view(1, 1, 1, size)
-    return clear * t + torch.tensor([0.8, 0.78, 0.7]).view(1, 3, 1, 1) * (1 - t)
 
 
 def _pin(gate: torch.nn.Module, g: float) -> None:
@@ -88,7 +82,7 @@ def test_region_gate_sets_t_per_pixel_and_a_by_the_image():
     net = models.create("guided-pix2pix", **TINY).eval()
     plain = models.create("guided-pix2pix", **{k: v for k, v in TINY.items() if k not in ("haze_gate", "region_cells")})
     plain.load_state_dict(net.state_dict(), strict=False)
-    hazy = _hazy()
+    hazy = hazy_ramp()
     a_dcp = estimate_airlight(hazy, "dark_channel")
     t_dcp = 1 - 0.95 * minimum_filter((hazy / a_dcp)[0].numpy().min(axis=0), size=15, mode="nearest")
     with torch.no_grad():
@@ -120,7 +114,7 @@ def test_region_tables_score_each_cell_of_the_models_own_output():
     _pin(net.haze_gate, 0)
     with torch.no_grad():  # the network's A well apart from the prior's, which the tables must not take
         net.airlight_head.mlp[-1].bias.fill_(-0.5)
-    hazy, clear = _hazy(1), _hazy(2)
+    hazy, clear = hazy_ramp(1), hazy_ramp(2)
     cfg = GateConfig(grid=3, cells=2)
     table = gate_table(net, hazy, clear, cfg)
     assert table.inputs.shape == (4, GATE_FEATURES + 19) and table.loss.shape == (4, 3)
@@ -162,7 +156,7 @@ def test_region_fit_tells_cells_apart_and_round_trips(tmp_path):
     net.region_gate = gate
     path = tmp_path / "region.safetensors"
     models.save_weights(net, path, "guided-pix2pix", {**TINY, "region_members": 2})
-    hazy = _hazy(3)
+    hazy = hazy_ramp(3)
     with torch.no_grad():
         torch.testing.assert_close(models.load_file(path)(hazy).clear, net(hazy).clear, rtol=0, atol=0)
 

@@ -74,7 +74,7 @@ def main() -> int:
     summary = {"grid": grid_values(gate_cfg.grid, gate_cfg.grid_max).tolist(), "by_source": {}}
     for src in sorted(set(data.sources)):
         rows = [i for i, s in enumerate(data.sources) if s == src]
-        best = data.loss[rows].argmin(dim=1).float() * gate_cfg.grid_max / (gate_cfg.grid - 1)
+        best = grid_values(gate_cfg.grid, gate_cfg.grid_max)[data.loss[rows].argmin(dim=1)]
         summary["by_source"][src] = {"images": len(rows), "best_g_mean": float(best.mean())}
     _, meta = load_weights(cfg.init)
     options = {**json.loads(meta.get("options", "{}")), "haze_gate": True, **extra}

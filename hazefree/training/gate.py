@@ -28,7 +28,7 @@ the scenes (a RESIDE scene id with its hazy versions, a real photo) are dealt in
 
 With ``cells`` = R (stage 13) the tables are of a :class:`~hazefree.models.haze_gate.RegionGate`
 on a model whose haze gate is fitted and frozen: A and the image's g stay that gate's, t is blended
-at each g of the grid over the whole image (:func:`region_grid_outputs`), and each of the R x R
+at each g of the grid over the whole image (:func:`grid_outputs` with ``cells``), and each of the R x R
 cells is a row, scored on its own pixels (a real photo's cell against its own teacher), with its
 image's weight / R^2. The per-pixel map the region gate makes blends neighbouring cells near their
 borders and the guided filter spreads t by its radius; the tables ignore both.
@@ -54,7 +54,7 @@ from ..io import read_image
 from ..models.guided_pix2pix import GuidedPix2Pix
 from ..models.haze_gate import CautiousGate, HazeGate, RegionGate, blend_prior, region_inputs
 
-__all__ = ["GateConfig", "GateTable", "GateData", "grid_outputs", "region_grid_outputs", "image_cells",
+__all__ = ["GateConfig", "GateTable", "GateData", "grid_outputs", "image_cells", "scene_folds",
            "teacher_index", "gate_table", "gate_data", "interpolate", "fit_gate"]
 
 
@@ -102,32 +102,23 @@ def grid_values(n: int, top: float = 1.0) -> Tensor:
 
 
 @torch.no_grad()
-def grid_outputs(model: GuidedPix2Pix, hazy: Tensor, grid: Tensor) -> tuple[list[Tensor], Tensor]:
-    """J_g of one 1 x 3 x H x W image at every g of ``grid``, the model's own gate bypassed (the
-    network's and the prior's t and A blended at that g), and the gate's inputs (F)."""
+def grid_outputs(
+    model: GuidedPix2Pix, hazy: Tensor, grid: Tensor, cells: int | None = None
+) -> tuple[list[Tensor], Tensor]:
+    """J_g of one 1 x 3 x H x W image at every g of ``grid``, the model's own gates bypassed (the
+    network's and the prior's t and A blended at that g), and the gate's inputs (F). With ``cells``
+    (a region gate's tables), A keeps the model's haze gate's g, t alone is blended at g over the
+    whole image, and the inputs are the region gate's (cells^2 x F)."""
     low = model.working_image(hazy)
     net = model.network_coarse(hazy, low)
     prior = model.prior(hazy, low, net)
-    outputs = []
-    for g in grid.tolist():
-        t0, a = blend_prior(net.t0, net.airlight, prior.transmission, prior.airlight, torch.tensor(g))
-        outputs.append(model.recover(hazy, low, a, t0).clear)
-    return outputs, prior.inputs[0]
-
-
-@torch.no_grad()
-def region_grid_outputs(model: GuidedPix2Pix, hazy: Tensor, grid: Tensor, cells: int) -> tuple[list[Tensor], Tensor]:
-    """J_g of one 1 x 3 x H x W image at every g of ``grid``, with the model's haze gate for A and t
-    blended at g over the whole image (the region gate bypassed), and the region gate's inputs
-    (cells^2 x F)."""
-    low = model.working_image(hazy)
-    net = model.network_coarse(hazy, low)
-    prior = model.prior(hazy, low, net)
-    g_image = model.haze_gate(prior.inputs)
+    g_image = None if cells is None else model.haze_gate(prior.inputs)
     outputs = []
     for g in grid.tolist():
         t0, a = blend_prior(net.t0, net.airlight, prior.transmission, prior.airlight, torch.tensor(g), g_image)
         outputs.append(model.recover(hazy, low, a, t0).clear)
+    if cells is None:
+        return outputs, prior.inputs[0]
     return outputs, region_inputs(prior.inputs, g_image, low, net.t0, prior.transmission, cells)[0]
 
 
@@ -148,10 +139,9 @@ def teacher_index(clipped: Sequence[float], allowance: float) -> int:
 def gate_table(model: GuidedPix2Pix, hazy: Tensor, clear: Tensor | None, cfg: GateConfig) -> GateTable:
     """:class:`GateTable` of one 1 x 3 x H x W image; ``clear`` None for a real photo (the teacher).
     With ``cfg.cells``, a region gate's: one row per cell (module docstring)."""
+    outputs, inputs = grid_outputs(model, hazy, grid_values(cfg.grid, cfg.grid_max), cfg.cells)
     if cfg.cells is None:
-        outputs, inputs = grid_outputs(model, hazy, grid_values(cfg.grid, cfg.grid_max))
         return _table(inputs, outputs, clear, cfg)
-    outputs, inputs = region_grid_outputs(model, hazy, grid_values(cfg.grid, cfg.grid_max), cfg.cells)
     by_cell = [image_cells(out, cfg.cells) for out in outputs]
     targets = [None] * cfg.cells**2 if clear is None else image_cells(clear, cfg.cells)
     rows = [_table(inputs[k], [cell[k] for cell in by_cell], targets[k], cfg) for k in range(cfg.cells**2)]
@@ -240,16 +230,23 @@ def _fit(data: GateData, cfg: GateConfig) -> tuple[nn.Module, list[float]]:
         return _fit_member(data.inputs, table, data.weight, cfg, cfg.seed)
     if data.scenes is None:
         raise ValueError("a gate of several members needs the tables' scenes (GateData.scenes)")
-    names = sorted(set(data.scenes))
-    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-    fold = {names[j]: k % cfg.members for k, j in enumerate(order)}
+    fold = scene_folds(data.scenes, cfg.members, cfg.seed)
     gate, history = CautiousGate(cfg.members, cfg.hidden, data.inputs.shape[1], cfg.grid_max), []
     for k in range(cfg.members):
-        keep = torch.tensor([fold[s] != k for s in data.scenes])
+        keep = fold != k
         member, h = _fit_member(data.inputs[keep], table[keep], data.weight[keep], cfg, cfg.seed * cfg.members + k)
         gate.members[k].load_state_dict(member.state_dict())
         history += h
     return gate.eval(), history
+
+
+def scene_folds(scenes: Sequence[str], k: int, seed: int) -> Tensor:
+    """Each row's fold (N, in 0..k-1): the distinct ``scenes`` dealt into ``k`` folds in an order
+    drawn from ``seed``, so that every row of a scene lands in the same fold."""
+    names = sorted(set(scenes))
+    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed)).tolist()
+    fold = {names[j]: i % k for i, j in enumerate(order)}
+    return torch.tensor([fold[s] for s in scenes])
 
 
 def _fit_member(inputs: Tensor, table: Tensor, weight: Tensor, cfg: GateConfig, seed: int) -> tuple[HazeGate, list[float]]:
