@@ -109,24 +109,27 @@ def test_airlight_head_is_in_the_graph(tmp_path, capsys):
 
 @pytest.mark.slow
 @needs_photo
-@pytest.mark.parametrize("region", [None, 3])
-def test_haze_gate_is_in_the_graph(tmp_path, region):
+@pytest.mark.parametrize("variant", ["image", "region", "fog"])
+def test_haze_gate_is_in_the_graph(tmp_path, variant):
     # a gate that moves g with the image (a trained-looking last layer), with the airlight cap: the
     # photo (resized to 256) and the 301 x 419 image take different patch and opening radii; with a
-    # region gate of 3 x 3 cells (stage 13), of two members, that moves g cell by cell too
+    # region gate of 3 x 3 cells (stage 13), of two members, that moves g cell by cell too; or a
+    # cautious gate of three members with a fog detector between their minimum and median (stage 15)
     torch.manual_seed(0)
     options = {"ngf": 4, "num_downs": 4, "work_size": 256, "airlight": "dark_channel_brightest",
                "airlight_head": True, "haze_gate": True, "prior_airlight_window": 0.03}
-    if region is not None:
-        options |= {"region_cells": region, "region_members": 2}
+    if variant == "region":
+        options |= {"region_cells": 3, "region_members": 2}
+    if variant == "fog":
+        options |= {"gate_members": 3, "gate_fog": True}
     net = models.create("guided-pix2pix", **options)
     torch.nn.init.normal_(net.airlight_head.mlp[-1].weight, std=0.5)
-    torch.nn.init.normal_(net.haze_gate.mlp[-1].weight, std=0.5)
-    torch.nn.init.zeros_(net.haze_gate.mlp[-1].bias)
-    if region is not None:
-        for member in net.region_gate.gate.members:
-            torch.nn.init.normal_(member.mlp[-1].weight, std=0.5)
-            torch.nn.init.zeros_(member.mlp[-1].bias)
+    gates = [*net.haze_gate.members, net.haze_gate.fog] if variant == "fog" else [net.haze_gate]
+    if variant == "region":
+        gates += net.region_gate.gate.members
+    for gate in gates:
+        torch.nn.init.normal_(gate.mlp[-1].weight, std=0.5)
+        torch.nn.init.zeros_(gate.mlp[-1].bias)
     weights = tmp_path / "gated.safetensors"
     models.save_weights(net, weights, "guided-pix2pix", options)
     graph = tmp_path / "gated.onnx"

@@ -4,6 +4,7 @@ the gate's tables and its fit."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.ndimage import grey_opening, minimum_filter
 from helpers import hazy_ramp
@@ -12,7 +13,7 @@ from hazefree import models
 from hazefree.models.haze_gate import CautiousGate, blend_prior
 from hazefree.models.weights import save_weights
 from hazefree.physics import estimate_airlight, opened_maximum
-from hazefree.training.gate import GateConfig, GateData, fit_gate, gate_table, interpolate
+from hazefree.training.gate import GateConfig, GateData, fit_fog, fit_gate, gate_table, interpolate
 
 TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None,
         "airlight": "dark_channel_brightest", "airlight_head": True, "airlight_head_features": False}
@@ -206,3 +207,87 @@ def test_gate_beyond_the_prior(tmp_path):
     save_weights(net, path, "guided-pix2pix", options)
     with torch.no_grad():
         assert torch.equal(models.load_file(path)(hazy).clear, out.clear)
+
+
+
+def _gate_numpy(gate: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
+    """A :class:`HazeGate`'s output (N), its MLP evaluated in NumPy."""
+    x = ((inputs - gate.shift) / gate.scale).double().numpy()
+    w0, b0, w1, b1 = (p.detach().double().numpy() for p in (*gate.mlp[0].parameters(), *gate.mlp[2].parameters()))
+    return gate.top / (1 + np.exp(-(np.maximum(x @ w0.T + b0, 0) @ w1.T + b1)[:, 0]))
+
+
+def test_fog_gate_moves_from_the_members_minimum_to_their_median():
+    # stage 15: g = min + p (median - min), p the fog detector's; p pinned at 0 is the plain cautious gate
+    torch.manual_seed(1)
+    inputs = torch.randn(64, 27)
+    for k in (5, 4):  # an even K takes the lower middle member
+        gate = CautiousGate(k, fog=True).eval()
+        with torch.no_grad():
+            for m in [*gate.members, gate.fog]:
+                torch.nn.init.normal_(m.mlp[-1].weight, std=1.0)
+                torch.nn.init.normal_(m.mlp[-1].bias, std=1.0)
+            g = gate(inputs).flatten().double().numpy()
+        each = np.sort(np.stack([_gate_numpy(m, inputs) for m in gate.members]), axis=0)
+        low, middle = each[0], each[(k - 1) // 2]
+        p = _gate_numpy(gate.fog, inputs)
+        assert p.min() < 0.3 and p.max() > 0.7 and (middle - low).max() > 0.1  # nothing degenerate
+        np.testing.assert_allclose(g, low + p * (middle - low), rtol=1e-5, atol=1e-6)
+        with torch.no_grad():
+            gate.fog.mlp[-1].weight.zero_()
+            for bias, expected in ((-100.0, low), (100.0, middle)):
+                gate.fog.mlp[-1].bias.fill_(bias)
+                np.testing.assert_allclose(gate(inputs).flatten().double().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fog_detector_weighs_the_two_classes_equally():
+    # one informative input, N(0, 1) on 950 paired rows and N(1, 1) on 50 real photos: with the classes
+    # weighed equally the posterior is sigmoid(x - 1/2) (equal variances), 1/2 at x = 1/2 whatever
+    # the classes' sizes; by count alone it would be sigmoid(x - 1/2 + ln(50 / 950)), 0.05 there
+    gen = torch.Generator().manual_seed(0)
+    n_real, n_pair = 50, 950
+    real = torch.arange(n_real + n_pair) < n_real
+    inputs = torch.randn(n_real + n_pair, 27, generator=gen)
+    inputs[:, 0] += real.float()
+    sources = ["real_unpaired" if r else "sots_outdoor" for r in real.tolist()]
+    zeros = torch.zeros(len(sources), 11)
+    data = GateData(inputs, zeros, zeros, torch.full((len(sources),), 1 / len(sources)), sources, sources)
+    detector, history = fit_fog(data, GateConfig(steps=1500, weight_decay=1e-2, hidden=4))
+    assert history[-1] < history[0]
+    probe = torch.zeros(7, 27)
+    probe[:, 0] = torch.linspace(-1.0, 2.0, 7)
+    with torch.no_grad():
+        p = detector(probe).flatten().numpy()
+    assert abs(p[3] - 0.5) < 0.15 and (np.diff(p) > 0).all()
+
+
+def test_fit_gate_with_fog(tmp_path):
+    # the tables' real photos (source real_unpaired) want g = 1, the paired images g = 0, and an input
+    # tells them apart: the fitted fog gate reads them, and the option round-trips through a file
+    gen = torch.Generator().manual_seed(2)
+    n = 120
+    real = torch.arange(n) % 3 == 0
+    inputs = torch.rand(n, 27, generator=gen)
+    inputs[:, 0] += 2 * real.float()
+    grid = torch.linspace(0, 1, 11)
+    loss = torch.where(real[:, None], 1 - grid, grid)
+    sources = ["real_unpaired" if r else "sots_outdoor" for r in real.tolist()]
+    data = GateData(inputs, loss, torch.zeros_like(loss), torch.full((n,), 1 / n), sources, [f"s{i}" for i in range(n)])
+    with pytest.raises(ValueError, match="members > 1"):
+        fit_gate(data, GateConfig(fog=True))
+    gate, _ = fit_gate(data, GateConfig(steps=1500, lr=1e-2, members=3, fog=True))
+    assert gate.fog is not None
+    with torch.no_grad():
+        p = gate.fog(inputs).flatten()
+    assert p[real].min() > 0.9 and p[~real].max() < 0.1
+    torch.manual_seed(0)
+    options = {**TINY, "haze_gate": True, "gate_members": 3, "gate_fog": True}
+    net = models.create("guided-pix2pix", **options).eval()
+    net.haze_gate = gate
+    path = tmp_path / "fog.safetensors"
+    save_weights(net, path, "guided-pix2pix", options)
+    hazy = hazy_ramp(4)
+    with torch.no_grad():
+        assert torch.equal(models.load_file(path)(hazy).clear, net(hazy).clear)
+    with pytest.raises(ValueError, match="gate_members > 1"):
+        models.create("guided-pix2pix", **TINY, haze_gate=True, gate_fog=True)

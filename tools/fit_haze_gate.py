@@ -8,6 +8,9 @@ go to OUT/tables.safetensors and are reused when present.
 
     python tools/fit_haze_gate.py configs/guided-pix2pix-stage11.yaml runs/gate-stage11 --seeds 0 1
 
+With ``--fog`` (stage 15) the cautious gate of ``--members`` also gets a fog detector, which moves
+its g from the members' minimum to their median on real fog photos (hazefree.training.gate.fit_fog).
+
 With ``--cells R`` (stage 13) the network of ``--init`` keeps its fitted haze gate, frozen, and a
 region gate of R x R cells is fitted instead (hazefree.training.gate, module docstring).
 """
@@ -40,6 +43,8 @@ def main() -> int:
     ap.add_argument("--init", help="the frozen network's weights instead of CONFIG's init")
     ap.add_argument("--loss", choices=("l1", "relative"), default="l1", help="the error the gate minimises")
     ap.add_argument("--members", type=int, default=1, help="> 1: a CautiousGate of scene-disjoint folds")
+    ap.add_argument("--fog", action="store_true",
+                    help="with --members: a fog detector between the members' minimum and median (stage 15)")
     ap.add_argument("--cells", type=int, help="fit a region gate of CELLS x CELLS on the gated network of --init")
     ap.add_argument("--gate-max", type=float, default=1.0,
                     help="the gate's largest g, on a grid of step 0.1 (> 1: deeper than the prior; stage 14)")
@@ -50,7 +55,7 @@ def main() -> int:
     if args.init:
         cfg.init = args.init
     torch.set_num_threads(cfg.threads)
-    gate_cfg = GateConfig(loss=args.loss, members=args.members, cells=args.cells,
+    gate_cfg = GateConfig(loss=args.loss, members=args.members, cells=args.cells, fog=args.fog,
                           grid=round(10 * args.gate_max) + 1, grid_max=args.gate_max)
     fitting, _ = real_split(args.real, gate_cfg)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -82,6 +87,8 @@ def main() -> int:
         options |= {"region_cells": args.cells, "region_members": args.members}
     elif args.members > 1:
         options["gate_members"] = args.members
+    if args.fog:
+        options["gate_fog"] = True
     if args.gate_max != 1.0:
         options["gate_max"] = args.gate_max
     for seed in args.seeds:

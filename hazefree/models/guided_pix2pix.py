@@ -229,6 +229,8 @@ class GuidedPix2Pix(nn.Module):
         haze_gate: blend in the dark-channel prior's t and A per image by a learned :class:`HazeGate`
             (not in the paper; issue #24).
         gate_members: with the gate, a :class:`CautiousGate` of this many members (1: one :class:`HazeGate`).
+        gate_fog: the cautious gate's fog detector, which moves g to the members' median on real fog
+            (not in the paper; stage 15).
         region_cells: with the gate, also a :class:`RegionGate` of this many cells a side, which sets
             the transmission's g per region (not in the paper; stage 13); ``None``: none.
         region_members: the region gate's members (as ``gate_members``).
@@ -263,6 +265,7 @@ class GuidedPix2Pix(nn.Module):
         region_cells: int | None = None,
         region_members: int = 1,
         gate_max: float = 1.0,
+        gate_fog: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = UNetGenerator(3, 1, ngf=ngf, num_downs=num_downs, dropout=dropout)
@@ -272,7 +275,10 @@ class GuidedPix2Pix(nn.Module):
         self.airlight_head = AirlightHead(bottleneck, features=airlight_head_features) if airlight_head else None
         self.haze_gate = None
         if haze_gate:
-            self.haze_gate = HazeGate(top=gate_max) if gate_members == 1 else CautiousGate(gate_members, top=gate_max)
+            if gate_fog and gate_members == 1:
+                raise ValueError("gate_fog chooses between a cautious gate's members: it needs gate_members > 1")
+            self.haze_gate = (HazeGate(top=gate_max) if gate_members == 1
+                              else CautiousGate(gate_members, top=gate_max, fog=gate_fog))
         if region_cells is not None and not haze_gate:
             raise ValueError("region_cells refines the haze gate's g: it needs haze_gate=True")
         self.region_gate = None if region_cells is None else RegionGate(region_cells, region_members)

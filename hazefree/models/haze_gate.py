@@ -109,16 +109,32 @@ class CautiousGate(nn.Module):
     minimum: the prior's strength only where every member asks for it (stage 12; not in the paper).
     An image unlike the fitting set, on which the members disagree, gets the most cautious g.
 
+    With ``fog`` (stage 15; not in the paper), a fog detector p in [0, 1] (a :class:`HazeGate` with
+    ``top`` 1, fitted as a classifier of real fog photos against the paired sets,
+    :func:`hazefree.training.gate.fit_fog`) moves g from the members' minimum to their median where
+    the image reads as real fog: g = min + p (median - min). The members' minimum leaves the paired
+    sets at the network's own error on new scenes, while their median comes closer to the real
+    photos' teacher (benchmarks/gate_members.py). With an even K the median is the lower middle one.
+
     Shape:
         N x F inputs (:func:`gate_inputs`) -> N x 1 x 1 x 1.
     """
 
-    def __init__(self, members: int, hidden: int = 16, features: int = GATE_FEATURES, top: float = 1.0) -> None:
+    def __init__(
+        self, members: int, hidden: int = 16, features: int = GATE_FEATURES, top: float = 1.0, fog: bool = False
+    ) -> None:
         super().__init__()
         self.members = nn.ModuleList(HazeGate(hidden, features, top) for _ in range(members))
+        self.fog = HazeGate(hidden, features) if fog else None
 
     def forward(self, inputs: Tensor) -> Tensor:
-        return torch.stack([m(inputs) for m in self.members]).amin(dim=0)
+        g = torch.stack([m(inputs) for m in self.members])
+        if self.fog is None:
+            return g.amin(dim=0)
+        # a sort, not torch.median, so that the ONNX graph is a TopK
+        ordered = g.sort(dim=0).values
+        low, middle = ordered[0], ordered[(len(self.members) - 1) // 2]
+        return low + self.fog(inputs) * (middle - low)
 
 
 def gate_inputs(estimates: Tensor, low: Tensor, t0: Tensor, t_prior: Tensor) -> Tensor:

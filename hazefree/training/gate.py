@@ -33,6 +33,9 @@ cells is a row, scored on its own pixels (a real photo's cell against its own te
 image's weight / R^2. The per-pixel map the region gate makes blends neighbouring cells near their
 borders and the guided filter spreads t by its radius; the tables ignore both.
 
+With ``fog`` (stage 15) the cautious gate also gets a fog detector (:func:`fit_fog`), which moves
+its g from the members' minimum to their median where an image reads as a real fog photo.
+
 With ``grid_max`` > 1 (stage 14) the grid, and the gate's range, go beyond the prior's strength
 (:func:`~hazefree.models.haze_gate.blend_prior` extrapolates the optical depth there).
 """
@@ -44,6 +47,7 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -55,7 +59,7 @@ from ..models.guided_pix2pix import GuidedPix2Pix
 from ..models.haze_gate import CautiousGate, HazeGate, RegionGate, blend_prior, region_inputs
 
 __all__ = ["GateConfig", "GateTable", "GateData", "grid_outputs", "image_cells", "scene_folds",
-           "teacher_index", "gate_table", "gate_data", "interpolate", "fit_gate"]
+           "teacher_index", "gate_table", "gate_data", "interpolate", "fit_gate", "fit_fog"]
 
 
 @dataclass
@@ -75,6 +79,7 @@ class GateConfig:
     loss: str = "l1"  # or "relative" (module docstring)
     members: int = 1  # > 1: a CautiousGate of scene-disjoint folds (module docstring)
     cells: int | None = None  # R: the tables of a RegionGate of R x R cells (module docstring)
+    fog: bool = False  # with members > 1: a fog detector between their minimum and median (fit_fog)
 
 
 class GateTable(NamedTuple):
@@ -214,6 +219,8 @@ def fit_gate(data: GateData, cfg: GateConfig) -> tuple[nn.Module, list[float]]:
     the members' losses, one after the other; with ``cfg.cells``, either in a :class:`RegionGate`."""
     if cfg.cells is not None and cfg.grid_max != 1.0:
         raise ValueError("a region gate's g stays within [0, 1]: GateConfig.grid_max must be 1 with cells")
+    if cfg.fog and (cfg.members == 1 or cfg.cells is not None):
+        raise ValueError("GateConfig.fog chooses between an image gate's members: it needs members > 1 and no cells")
     gate, history = _fit(data, cfg)
     if cfg.cells is None:
         return gate, history
@@ -231,13 +238,39 @@ def _fit(data: GateData, cfg: GateConfig) -> tuple[nn.Module, list[float]]:
     if data.scenes is None:
         raise ValueError("a gate of several members needs the tables' scenes (GateData.scenes)")
     fold = scene_folds(data.scenes, cfg.members, cfg.seed)
-    gate, history = CautiousGate(cfg.members, cfg.hidden, data.inputs.shape[1], cfg.grid_max), []
+    gate, history = CautiousGate(cfg.members, cfg.hidden, data.inputs.shape[1], cfg.grid_max, cfg.fog), []
     for k in range(cfg.members):
         keep = fold != k
         member, h = _fit_member(data.inputs[keep], table[keep], data.weight[keep], cfg, cfg.seed * cfg.members + k)
         gate.members[k].load_state_dict(member.state_dict())
         history += h
+    if cfg.fog:
+        fog, h = fit_fog(data, cfg)
+        gate.fog.load_state_dict(fog.state_dict())
+        history += h
     return gate.eval(), history
+
+
+def fit_fog(data: GateData, cfg: GateConfig) -> tuple[HazeGate, list[float]]:
+    """The cautious gate's fog detector (stage 15): a :class:`HazeGate` with ``top`` 1 whose output
+    is P(real fog photo | gate inputs), fitted by logistic loss (full batch, AdamW) to tell the real
+    photos of the tables (source ``real_unpaired``) from every paired image and render. The two
+    classes weigh half each, their images equally, so the detector does not lean on the classes'
+    sizes. Returns it and its loss every 100 steps."""
+    real = torch.tensor([s == "real_unpaired" for s in data.sources])
+    if real.all() or not real.any():
+        raise ValueError("a fog detector needs both real photos (source 'real_unpaired') and paired images")
+    weight = torch.where(real, 0.5 / real.sum(), 0.5 / (~real).sum())
+    detector = _new_gate(data.inputs, cfg.hidden, 1.0, cfg.seed)
+    nn.init.zeros_(detector.mlp[-1].bias)  # start at p = 1/2, not at a gate's g near 0
+    x = (data.inputs - detector.shift) / detector.scale
+
+    def loss() -> Tensor:
+        logit = detector.mlp(x).flatten()
+        return (F.binary_cross_entropy_with_logits(logit, real.float(), reduction="none") * weight).sum()
+
+    history = _descend(detector, loss, cfg)
+    return detector.eval(), history
 
 
 def scene_folds(scenes: Sequence[str], k: int, seed: int) -> Tensor:
@@ -249,22 +282,33 @@ def scene_folds(scenes: Sequence[str], k: int, seed: int) -> Tensor:
     return torch.tensor([fold[s] for s in scenes])
 
 
-def _fit_member(inputs: Tensor, table: Tensor, weight: Tensor, cfg: GateConfig, seed: int) -> tuple[HazeGate, list[float]]:
+def _new_gate(inputs: Tensor, hidden: int, top: float, seed: int) -> HazeGate:
+    """A :class:`HazeGate` initialised from ``seed``, its input shift and scale those of ``inputs``."""
     torch.manual_seed(seed)
-    gate = HazeGate(hidden=cfg.hidden, features=inputs.shape[1], top=cfg.grid_max)
+    gate = HazeGate(hidden=hidden, features=inputs.shape[1], top=top)
     gate.shift.copy_(inputs.mean(dim=0))
     gate.scale.copy_(inputs.std(dim=0).clamp(min=1e-3))
-    weight = weight / weight.sum()
-    opt = torch.optim.AdamW(gate.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return gate
+
+
+def _descend(module: nn.Module, loss, cfg: GateConfig) -> list[float]:
+    """``cfg.steps`` full-batch AdamW steps on ``loss()``; its value every 100 steps and at the end."""
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = []
     for step in range(cfg.steps):
-        g = gate(inputs).flatten()
-        loss = (interpolate(table, g, cfg.grid_max) * weight).sum()
+        value = loss()
         opt.zero_grad()
-        loss.backward()
+        value.backward()
         opt.step()
         if step % 100 == 0 or step == cfg.steps - 1:
-            history.append(float(loss.detach()))
+            history.append(float(value.detach()))
+    return history
+
+
+def _fit_member(inputs: Tensor, table: Tensor, weight: Tensor, cfg: GateConfig, seed: int) -> tuple[HazeGate, list[float]]:
+    gate = _new_gate(inputs, cfg.hidden, cfg.grid_max, seed)
+    weight = weight / weight.sum()
+    history = _descend(gate, lambda: (interpolate(table, gate(inputs).flatten(), cfg.grid_max) * weight).sum(), cfg)
     return gate.eval(), history
 
 
