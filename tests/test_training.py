@@ -276,6 +276,9 @@ class TestTrainer:
             assert row["fitted_airlight"] == pytest.approx(0.85, abs=0.011)
             assert row["model"] == pytest.approx(psnr(net.eval()(hazy).clear, clear).item(), abs=1e-4)
             assert row["fitted_t"] > row["model"]  # an untrained U-Net's t is far from the fitted one
+            # the fitted t (a smooth ramp) through the model's guided filter in place of t0: near the
+            # fitted t's score, far above the network's own t0
+            assert row["filtered_t"] > row["model"] + 3 and abs(row["filtered_t"] - row["fitted_t"]) < 3
         assert out.splitlines()[1].endswith("0.85-0.85")  # the range of the fitted airlights
         # the training side: other images, none of the validation ones
         subprocess.run([sys.executable, str(tool), str(tmp_path / "cfg.yaml"), str(tmp_path / "w.safetensors"),

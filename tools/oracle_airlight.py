@@ -5,8 +5,10 @@
 
 For each validation pair that the scattering model fits to ``--min-fit-db`` (RESIDE-style renders),
 :func:`hazefree.physics.fit_haze_model` recovers the airlight A and transmission t that rendered it.
-The model's output is scored as it is, with the fitted A in place of its own (its t kept), and with
-the fitted t in place of its own (its A kept), next to DCP and the hazy input; PSNR means per source,
+The model's output is scored as it is, with the fitted A in place of its own (its t kept), with
+the fitted t in place of its own (its A kept), and, for Guided-Pix2Pix, with the fitted t put where
+the network's coarse t0 goes (resized to the working size, then refined by the model's guided filter;
+its A kept: is it the coarse t or the refinement that limits?), next to DCP and the hazy input; PSNR means per source,
 with the range of the fitted airlights. ``--split train`` reads the config's training images instead
 of its validation images (the model has seen those: a statement about the data, not a score).
 Reads only the config's data (``train/``), never an evaluation folder.
@@ -19,15 +21,27 @@ import json
 from collections import defaultdict
 
 import torch
+import torch.nn.functional as F
 from _common import run_tool  # tools/_common.py (tools run as scripts)
 
 from hazefree import models
 from hazefree.data import source_labels
 from hazefree.metrics import psnr
+from hazefree.models.guided_pix2pix import GuidedPix2Pix
 from hazefree.physics import fit_haze_model, remove_haze
 from hazefree.training import load_config, load_training_data
 
-COLUMNS = ("hazy", "dcp", "model", "fitted_A", "fitted_t")
+COLUMNS = ("hazy", "dcp", "model", "fitted_A", "fitted_t", "filtered_t")
+
+
+def refined(net: torch.nn.Module, hazy: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor) -> torch.Tensor:
+    """J of Guided-Pix2Pix ``net`` with ``t`` in place of its coarse t0 (resized to the working size,
+    refined by its guided filter) and ``airlight``; NaN for a model without that refinement."""
+    if not isinstance(net, GuidedPix2Pix):
+        return torch.full_like(hazy, float("nan"))
+    low = net.working_image(hazy)
+    t0 = F.interpolate(t, size=low.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+    return net.recover(hazy, low, airlight, t0).clear
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                     "model": out.clear,
                     "fitted_A": remove_haze(hazy, out.transmission, a_fit, t_min=t_min),
                     "fitted_t": remove_haze(hazy, t_fit, out.airlight, t_min=t_min),
+                    "filtered_t": refined(net, hazy, t_fit, out.airlight),
                 }
                 rows.append({"source": labels[src], "name": bank.names[i],
                              "airlight": out.airlight.mean().item(), "fitted_airlight": a_fit.mean().item(),
