@@ -8,7 +8,8 @@ network alone), at each weight file's own gate g, at the teacher's g (the strong
 The teacher is the most a gate fitted to these targets can reach, so its mean FADE against the
 shipped gate's bounds the gain any gate of this kind can bring.
 
-    python benchmarks/gate_fade_ceiling.py hazefree/weights/guided-pix2pix.safetensors runs/gate-stage15/seed0.safetensors
+    python benchmarks/gate_fade_ceiling.py hazefree/weights/guided-pix2pix.safetensors \
+        runs/gate-stage15/seed0.safetensors
 """
 
 from __future__ import annotations

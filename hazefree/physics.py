@@ -36,6 +36,7 @@ __all__ = [
     "airlight_floor",
     "check_image",
     "fit_haze_model",
+    "transmission_of",
 ]
 
 AirlightMethod = Literal["max_luma", "dark_channel", "dark_channel_brightest"]
@@ -312,6 +313,19 @@ def estimate_airlights(image: Tensor, methods: Sequence[str] = AIRLIGHT_METHODS)
     return {m: rules[m]() for m in dict.fromkeys(methods)}
 
 
+def transmission_of(hazy: Tensor, clear: Tensor, airlight: Tensor) -> tuple[Tensor, Tensor]:
+    """The transmission that renders ``clear`` into ``hazy`` under ``airlight`` (N x 3 x 1 x 1, grey
+    or tinted): per pixel the least-squares t of I = J t + A (1 - t) over the colour channels (eq. 1),
+    t = sum_c (I_c - A_c)(J_c - A_c) / sum_c (J_c - A_c)^2, clamped to [0, 1].
+
+    Returns (t, contrast), both N x 1 x H x W; contrast = sum_c (J_c - A_c)^2. Where it is small J is
+    close to A, and any t renders I close to A: t is undetermined there.
+    """
+    dj, di = clear - airlight, hazy - airlight
+    contrast = dj.pow(2).sum(1, keepdim=True)
+    return ((di * dj).sum(1, keepdim=True) / (contrast + 1e-8)).clamp(0.0, 1.0), contrast
+
+
 def fit_haze_model(
     hazy: Tensor, clear: Tensor, airlights: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -342,9 +356,8 @@ def fit_haze_model(
     best_a = torch.zeros(n, dtype=hazy.dtype, device=hazy.device)
     best_t = torch.zeros_like(hazy[:, :1])
     for a in airlights.tolist():
-        dj, di = clear - a, hazy - a
-        t = ((di * dj).sum(1, keepdim=True) / (dj.pow(2).sum(1, keepdim=True) + 1e-8)).clamp(0.0, 1.0)
-        err = (dj * t - di).pow(2).flatten(1).mean(1)
+        t, _ = transmission_of(hazy, clear, torch.full((1, 3, 1, 1), a, dtype=hazy.dtype, device=hazy.device))
+        err = ((clear - a) * t - (hazy - a)).pow(2).flatten(1).mean(1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_a = torch.where(better, torch.full_like(best_a, a), best_a)

@@ -20,6 +20,7 @@ from hazefree.physics import (
     estimate_airlight,
     estimate_airlights,
     fit_haze_model,
+    transmission_of,
     remove_haze,
     transmission_from_depth,
 )
@@ -361,3 +362,15 @@ class TestFitHazeModel:
     def test_shape_mismatch(self):
         with pytest.raises(ValueError, match="differ in shape"):
             fit_haze_model(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
+
+    def test_transmission_under_a_tinted_airlight(self):
+        # I = J t + A (1 - t) rendered in NumPy with a yellow A: t recovered where J is away from A,
+        # and the contrast is sum_c (J_c - A_c)^2
+        rng = np.random.default_rng(4)
+        clear = rng.uniform(0, 0.6, (2, 3, 16, 16))
+        t = rng.uniform(0.1, 1.0, (2, 1, 16, 16))
+        a = np.array([0.9, 0.8, 0.5]).reshape(1, 3, 1, 1)
+        hazy = clear * t + a * (1 - t)
+        t_hat, contrast = transmission_of(*(torch.from_numpy(v) for v in (hazy, clear, a)))
+        np.testing.assert_allclose(contrast.numpy(), ((clear - a) ** 2).sum(1, keepdims=True), rtol=1e-12)
+        np.testing.assert_allclose(t_hat.numpy(), t, atol=1e-6)

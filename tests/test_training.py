@@ -344,6 +344,56 @@ class TestTrainer:
         expected = logs[0.0]["loss_g"] + tr.objective.lambda_l1 * logs[1.0]["loss_g_airlight"]
         assert logs[1.0]["loss_g"] == pytest.approx(expected, rel=1e-5)
 
+    def test_transmission_loss_supervises_t0_with_the_rendering_t(self, tmp_path):
+        # the fixtures are rendered with A = 0.85 and t a ramp across the width (helpers); the bank
+        # knows A from re-rendering, so the term compares t0 with the t that renders the crop
+        cfg = _cfg(tmp_path, "supervised", steps=2, transmission_loss=0.5,
+                   model_options={**TINY, "airlight": "max_luma"},
+                   data={"paired": [str(_dataset(tmp_path / "data"))], "crop": 32, "val_fraction": 0.25,
+                         "rerender_per_pair": 1, "rerender_min_fit_db": 40.0})
+        tr = Trainer(cfg, progress=False)
+        batch = tr.sampler.batch(0)
+        torch.manual_seed(0)  # the same dropout in both forwards
+        losses = tr.objective.losses(batch)
+        torch.manual_seed(0)
+        out = tr.model(batch["hazy"])
+        # independently: I = J t + A (1 - t) with A = 0.85 per channel, t by least squares in NumPy,
+        # on the pixels where |J - A|^2 summed over the channels is at least 0.01
+        hazy, clear = batch["hazy"].double().numpy(), batch["clear"].double().numpy()
+        a = batch["airlight"].double().numpy()[:, :, None, None]
+        num, den = ((hazy - a) * (clear - a)).sum(1), ((clear - a) ** 2).sum(1)
+        t = np.clip(num / (den + 1e-8), 0, 1)
+        valid = den >= 0.01
+        t0 = out.coarse_transmission[:, 0].detach().double().numpy()
+        expected = [np.abs(t0[k] - t[k])[valid[k]].mean() for k in range(len(t))]
+        np.testing.assert_allclose(losses["loss_transmission"].detach().numpy(), expected, rtol=1e-4)
+        l1 = (out.clear - batch["clear"]).abs().flatten(1).mean(1)
+        torch.testing.assert_close(losses["loss"], l1 + 0.5 * losses["loss_transmission"], rtol=1e-5, atol=1e-6)
+        assert np.isfinite(tr.fit()["loss_transmission"])
+        # a sample whose airlight is not known adds nothing
+        batch["airlight"][0] = float("nan")
+        unknown = tr.objective.losses(batch)["loss_transmission"]
+        assert unknown[0] == 0 and unknown[1] > 0
+
+    def test_transmission_error_at_a_smaller_working_size(self):
+        # t0 at half the crop's size is compared with the determined pixels' t averaged over 2 x 2
+        from hazefree.physics import add_haze
+        from hazefree.training.objectives import transmission_error
+
+        # (the first two columns' J equals A: their t is undetermined and left out, whatever t0 is there)
+        gen = torch.Generator().manual_seed(0)
+        clear = 0.5 * torch.rand(1, 3, 8, 8, generator=gen)
+        clear[..., :2] = 0.9
+        t = torch.linspace(0.2, 0.9, 8).view(1, 1, 1, 8).expand(1, 1, 8, 8)
+        hazy = add_haze(clear, t, 0.9)
+        batch = {"hazy": hazy, "clear": clear, "airlight": torch.full((1, 3), 0.9)}
+        halves = t.reshape(1, 1, 4, 2, 4, 2).mean((3, 5)).clone()
+        halves[..., 0] = 5.0
+        assert transmission_error(halves, batch).item() == pytest.approx(0.0, abs=1e-6)
+        assert transmission_error(halves + 0.1, batch).item() == pytest.approx(0.1, abs=1e-6)
+        with pytest.raises(ValueError, match="transmission_loss needs"):
+            transmission_error(None, batch)
+
     def test_airlight_head_fit_on_whole_images(self, tmp_path):
         # stage 1: a tiny model; stage 2 fits a head onto it with everything else frozen
         first = _cfg(tmp_path, "supervised", steps=2, model_options={**TINY, "airlight": "max_luma"})

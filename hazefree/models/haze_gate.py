@@ -78,11 +78,12 @@ GATE_FEATURES = 3 * len(AIRLIGHT_ESTIMATORS) + 2 * DEPTH_STATISTICS
 
 class HazeGate(nn.Module):
     """Per image, how much of the dark-channel prior's strength to take: g in [0, ``top``] (issue
-    #24; not in the paper; ``top`` > 1 goes beyond the prior's depth, :func:`blend_prior`). Dense, coloured real haze needs about DCP's strength, light synthetic haze
-    the network's own t; the gate reads which one it is looking at from haze statistics only (the
-    airlight estimates and :func:`depth_statistics` of the image by t0 and by the prior's t; no
-    scene features, so that it cannot recognise training scenes) and :func:`blend_prior` applies
-    it to the coarse t and A, before the guided filter. It is fitted with the rest of the model
+    #24; not in the paper; ``top`` > 1 goes beyond the prior's depth, :func:`blend_prior`). Dense,
+    coloured real haze needs about DCP's strength, light synthetic haze the network's own t; the
+    gate reads which one it is looking at from haze statistics only (the airlight estimates and
+    :func:`depth_statistics` of the image by t0 and by the prior's t; no scene features, so that it
+    cannot recognise training scenes) and :func:`blend_prior` applies it to the coarse t and A,
+    before the guided filter. It is fitted with the rest of the model
     frozen (:mod:`hazefree.training.gate`). It starts at g = ``top`` sigmoid(-6) = 0.0025 ``top``,
     next to the network alone.
 

@@ -160,6 +160,9 @@ class TrainConfig:
     # Weight of the mean absolute error of the predicted airlight, on the samples whose airlight the
     # data know (PairBank.airlights: fitted RESIDE-style pairs, re-renders, depth renders); 0 = off.
     airlight_loss: float = 0.0
+    # Weight of the mean absolute error of the coarse transmission t0 against the t that renders the
+    # clear crop into the hazy one under its known airlight (objectives.transmission_error); 0 = off.
+    transmission_loss: float = 0.0
     ndf: int = 64
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -255,6 +258,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "steps": _POSITIVE, "batch_size": _POSITIVE, "val_every": _POSITIVE, "checkpoint_every": _POSITIVE,
     "keep_checkpoints": _POSITIVE, "log_every": _POSITIVE, "image_every": _POSITIVE, "ndf": _POSITIVE,
     "threads": _POSITIVE, "lambda_l1": _NON_NEGATIVE, "airlight_loss": _NON_NEGATIVE,
+    "transmission_loss": _NON_NEGATIVE,
     "ema_decay": (lambda v: 0 < v < 1, "in (0, 1)"), "ddu": (lambda v: v >= 2, ">= 2"),
     "objective": (lambda v: v in ("pix2pix", "supervised", "airlight_head"), "pix2pix, supervised or airlight_head"),
     "loss": (lambda v: v in ("l1", "mse", "smooth_l1"), "l1, mse or smooth_l1"),

@@ -305,7 +305,9 @@ def _descend(module: nn.Module, loss, cfg: GateConfig) -> list[float]:
     return history
 
 
-def _fit_member(inputs: Tensor, table: Tensor, weight: Tensor, cfg: GateConfig, seed: int) -> tuple[HazeGate, list[float]]:
+def _fit_member(
+    inputs: Tensor, table: Tensor, weight: Tensor, cfg: GateConfig, seed: int
+) -> tuple[HazeGate, list[float]]:
     gate = _new_gate(inputs, cfg.hidden, cfg.grid_max, seed)
     weight = weight / weight.sum()
     history = _descend(gate, lambda: (interpolate(table, gate(inputs).flatten(), cfg.grid_max) * weight).sum(), cfg)

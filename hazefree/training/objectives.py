@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import models
+from ..physics import transmission_of
 from .config import OptimConfig, TrainConfig
 
 
@@ -36,13 +37,48 @@ def airlight_error(airlight: Tensor | None, target: Tensor) -> Tensor:
     return torch.where(known, err, torch.zeros_like(err))
 
 
-def with_airlight_term(loss: Tensor, out, batch: dict[str, Tensor], weight: float) -> tuple[Tensor, Tensor | None]:
-    """``loss + weight * airlight_error`` per sample (``TrainConfig.airlight_loss``), and that error;
-    ``(loss, None)`` when the weight is 0."""
-    if not weight:
-        return loss, None
-    err = airlight_error(out.airlight, batch["airlight"])
-    return loss + weight * err, err
+# Below this sum over the channels of (J_c - A_c)^2, about 0.06 per channel, a pixel's t is left out
+# of the transmission loss: J is too close to A for the pair to say what t rendered it.
+MIN_TRANSMISSION_CONTRAST = 0.01
+
+
+def transmission_error(coarse: Tensor | None, batch: dict[str, Tensor]) -> Tensor:
+    """Per-sample mean absolute error of the coarse transmission t0 (N x 1 x h x w) against the t
+    that renders the batch's clear crop into its hazy one under its known airlight
+    (:func:`~hazefree.physics.transmission_of`), on the pixels where that t is determined; t0's size
+    (the working size) may be smaller than the crop's. Samples without a known airlight, or without a
+    determined pixel, count 0."""
+    if coarse is None:
+        raise ValueError("transmission_loss needs a model that returns its coarse transmission (Guided-Pix2Pix)")
+    target = batch["airlight"].to(coarse)
+    known = ~target.isnan().any(dim=1)
+    t, contrast = transmission_of(batch["hazy"], batch["clear"], target.nan_to_num(1.0).view(-1, 3, 1, 1))
+    valid = (contrast >= MIN_TRANSMISSION_CONTRAST).to(coarse)
+    if t.shape[-2:] != coarse.shape[-2:]:
+        size = coarse.shape[-2:]
+        # averaged over the determined pixels only: a weighted area resize
+        area = F.interpolate(valid, size=size, mode="area")
+        t = F.interpolate(t * valid, size=size, mode="area") / area.clamp(min=1e-6)
+        valid = (area > 0.5).to(coarse)
+    count = valid.flatten(1).sum(1)
+    err = ((coarse - t).abs() * valid).flatten(1).sum(1) / count.clamp(min=1.0)
+    return torch.where(known & (count > 0), err, torch.zeros_like(err))
+
+
+def with_physics_terms(
+    loss: Tensor, out, batch: dict[str, Tensor], airlight_weight: float, transmission_weight: float = 0.0
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``loss + airlight_weight * airlight_error + transmission_weight * transmission_error`` per
+    sample (``TrainConfig.airlight_loss``, ``transmission_loss``), and each error that is on
+    (``{"airlight": ..., "transmission": ...}``); a weight of 0 leaves its term out."""
+    errors = {}
+    if airlight_weight:
+        errors["airlight"] = airlight_error(out.airlight, batch["airlight"])
+        loss = loss + airlight_weight * errors["airlight"]
+    if transmission_weight:
+        errors["transmission"] = transmission_error(getattr(out, "coarse_transmission", None), batch)
+        loss = loss + transmission_weight * errors["transmission"]
+    return loss, errors
 
 
 class Objective(Protocol):
@@ -95,7 +131,7 @@ class SupervisedObjective:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, wrap=lambda m: m) -> None:
         self.model, self.train_model, self.kind = model, wrap(model), cfg.loss
-        self.airlight_weight = cfg.airlight_loss
+        self.airlight_weight, self.transmission_weight = cfg.airlight_loss, cfg.transmission_loss
         self._opt = {"model": make_optimizer(model.parameters(), cfg.optim)}
         self.optim_cfg = cfg.optim
 
@@ -115,9 +151,9 @@ class SupervisedObjective:
     def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-sample losses (each of shape N)."""
         out = self.train_model(batch["hazy"])
-        loss, err = with_airlight_term(per_sample_loss(out.clear, batch["clear"], self.kind), out, batch,
-                                       self.airlight_weight)
-        return {"loss": loss} if err is None else {"loss": loss, "loss_airlight": err}
+        loss, errors = with_physics_terms(per_sample_loss(out.clear, batch["clear"], self.kind), out, batch,
+                                          self.airlight_weight, self.transmission_weight)
+        return {"loss": loss, **{f"loss_{k}": v for k, v in errors.items()}}
 
     def step(self, batch: dict[str, Tensor], weights: Tensor | None = None) -> dict[str, float]:
         """One update; ``weights`` (N, summing to 1) replace the batch mean by a weighted sum."""
@@ -153,7 +189,7 @@ class Pix2PixObjective:
         self.d = models.PatchDiscriminator(ndf=cfg.ndf)
         self.g_train, self.d_train = wrap(self.g), wrap(self.d)
         self.lambda_l1, self.kind = cfg.lambda_l1, cfg.loss
-        self.airlight_weight = cfg.airlight_loss
+        self.airlight_weight, self.transmission_weight = cfg.airlight_loss, cfg.transmission_loss
         self._opt = {"generator": make_optimizer(self.g.parameters(), cfg.optim),
                      "discriminator": make_optimizer(self.d.parameters(), cfg.optim)}
         self.optim_cfg = cfg.optim
@@ -192,9 +228,10 @@ class Pix2PixObjective:
         self.d.requires_grad_(False)
         loss_gan = _bce_per_sample(self.d(hazy, fake), True)
         loss_l1 = per_sample_loss(fake, clear, self.kind)
-        # the airlight term on the L1 term's scale
-        loss_g, err = with_airlight_term(loss_gan + self.lambda_l1 * loss_l1, out, batch,
-                                         self.lambda_l1 * self.airlight_weight)
+        # the physics terms on the L1 term's scale
+        loss_g, errors = with_physics_terms(loss_gan + self.lambda_l1 * loss_l1, out, batch,
+                                            self.lambda_l1 * self.airlight_weight,
+                                            self.lambda_l1 * self.transmission_weight)
         opt_g = self._opt["generator"]
         opt_g.zero_grad(set_to_none=True)
         _reduce(loss_g, weights).backward()
@@ -203,6 +240,5 @@ class Pix2PixObjective:
         self.d.requires_grad_(True)
         logs = {"loss_d": loss_d.mean().item(), "loss_g_gan": loss_gan.mean().item(),
                 "loss_g_l1": loss_l1.mean().item(), "loss_g": loss_g.mean().item()}
-        if err is not None:
-            logs["loss_g_airlight"] = err.mean().item()
+        logs |= {f"loss_g_{k}": v.mean().item() for k, v in errors.items()}
         return logs
