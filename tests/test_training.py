@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,9 +71,18 @@ class TestConfig:
         assert all(p.startswith("../shared/data/train/") or Path(p).name in ("middlebury", "rgbd_sensor")
                    for p in cfg.data.synthetic)
         # a later stage starts from weights of the committed config that precedes it (its best file
-        # or one of its checkpoints), or from the weights shipped when it was declared
+        # or one of its checkpoints), from the weights shipped when it was declared, or from weights
+        # shipped earlier, named on the init line as "# git show <commit>:hazefree/weights/<file>"
+        # with a commit of this repository's history
         outs = {Path(load_config(p).out) for p in CONFIGS.rglob("*.yaml")} - {Path(cfg.out)}
-        assert (cfg.init is None or cfg.init.startswith("hazefree/weights/")
+        shipped = re.search(r"^init: \S+\s+# git show ([0-9a-f]{7,40}):hazefree/weights/\S+\.safetensors$",
+                            path.read_text(), re.MULTILINE)
+        if shipped:
+            repo = Path(__file__).resolve().parents[1]
+            found = subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{shipped[1]}^{{commit}}"],
+                                   capture_output=True)
+            assert found.returncode == 0, f"{path.name}: commit {shipped[1]} is not in this repository"
+        assert (cfg.init is None or cfg.init.startswith("hazefree/weights/") or shipped
                 or any(Path(cfg.init).is_relative_to(out) for out in outs))
 
 
