@@ -26,18 +26,7 @@ from hazefree.evaluation.no_reference import clipped_share
 from hazefree.io import read_image
 from hazefree.metrics.fade import fade
 from hazefree.models import load_file
-from hazefree.models.haze_gate import blend_prior
-from hazefree.training.gate import GateConfig, grid_values, real_split, teacher_index
-
-
-@torch.no_grad()
-def clear_at(model, hazy: torch.Tensor, g: float) -> torch.Tensor:
-    """J of ``model``'s network and prior blended at ``g``, its own gate bypassed."""
-    low = model.working_image(hazy)
-    net = model.network_coarse(hazy, low)
-    prior = model.prior(hazy, low, net)
-    t0, a = blend_prior(net.t0, net.airlight, prior.transmission, prior.airlight, torch.tensor(g))
-    return model.recover(hazy, low, a, t0).clear
+from hazefree.training.gate import GateConfig, grid_outputs, grid_values, real_split, teacher_index
 
 
 @torch.no_grad()
@@ -65,11 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     scores = {c: {"g": [], "fade": [], "clipped": []} for c in columns}
     for path in tqdm(fitting[:: args.every], desc="photos"):
         hazy = read_image(path).rgb
-        net = models[0]
-        clipped = [float(clipped_share(clear_at(net, hazy, g))[0]) for g in grid]
-        gs = [0.0, *(gate_g(m, hazy) for m in models), grid[teacher_index(clipped, cfg.real_clip_allowance)], 1.0]
-        for c, g in zip(columns, gs):
-            out = clear_at(net, hazy, g)
+        # one pass of the first model's network: J at the grid's g and at each file's gate g
+        gated = [gate_g(m, hazy) for m in models]
+        outputs, _ = grid_outputs(models[0], hazy, torch.tensor(grid + gated))
+        clipped = [float(clipped_share(out)[0]) for out in outputs[: len(grid)]]
+        teacher = teacher_index(clipped, cfg.real_clip_allowance)
+        picks = [(0.0, outputs[0]), *zip(gated, outputs[len(grid):]), (grid[teacher], outputs[teacher]),
+                 (1.0, outputs[len(grid) - 1])]
+        for c, (g, out) in zip(columns, picks):
             scores[c]["g"].append(g)
             scores[c]["fade"].append(float(fade(out)[0]))
             scores[c]["clipped"].append(float(clipped_share(out)[0]))
