@@ -13,7 +13,15 @@ from hazefree import models
 from hazefree.models.haze_gate import CautiousGate, blend_prior
 from hazefree.models.weights import save_weights
 from hazefree.physics import estimate_airlight, opened_maximum
-from hazefree.training.gate import GateConfig, GateData, fit_fog, fit_gate, gate_table, interpolate
+from hazefree.training.gate import (
+    GateConfig,
+    GateData,
+    balance_collections,
+    fit_fog,
+    fit_gate,
+    gate_table,
+    interpolate,
+)
 
 TINY = {"ngf": 4, "num_downs": 3, "radius": 4, "eps": 1e-3, "work_size": None,
         "airlight": "dark_channel_brightest", "airlight_head": True, "airlight_head_features": False}
@@ -259,6 +267,23 @@ def test_fog_detector_weighs_the_two_classes_equally():
     with torch.no_grad():
         p = detector(probe).flatten().numpy()
     assert abs(p[3] - 0.5) < 0.15 and (np.diff(p) > 0).all()
+
+
+def test_balance_collections_shares_the_real_weight_by_collection():
+    # 2 paired rows of weight 0.1, then 6 DAWN photos, 3 RIDCP and 1 PTTD of 0.08 each (real total 0.8):
+    # balanced, each collection holds 0.8 / 3, spread over its photos; the paired rows keep 0.1
+    scenes = ["sots_outdoor/1", "sots_outdoor/2", *(f"real_unpaired/dawn_foggy-{i:03d}" for i in range(6)),
+              *(f"real_unpaired/ridcp_{n}_input" for n in ("a", "b", "c")), "real_unpaired/pttd_BJ_Baidu_1"]
+    sources = ["sots_outdoor"] * 2 + ["real_unpaired"] * 10
+    weight = torch.tensor([0.1, 0.1] + [0.08] * 10)
+    zeros = torch.zeros(12, 11)
+    data = GateData(torch.zeros(12, 27), zeros, zeros, weight, sources, scenes)
+    out = balance_collections(data).weight.numpy()
+    third = 0.8 / 3
+    expected = np.array([0.1, 0.1] + [third / 6] * 6 + [third / 3] * 3 + [third])
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="no real photos"):
+        balance_collections(data._replace(sources=["sots_outdoor"] * 12))
 
 
 def test_fit_gate_with_fog(tmp_path):

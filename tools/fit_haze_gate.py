@@ -8,6 +8,9 @@ go to OUT/tables.safetensors and are reused when present.
 
     python tools/fit_haze_gate.py configs/guided-pix2pix-stage11.yaml runs/gate-stage11 --seeds 0 1
 
+With ``--balance-collections`` (stage 17) the real photos' weight is shared equally by their
+collections (the file name's first word) instead of by the photos.
+
 With ``--fog`` (stage 15) the cautious gate of ``--members`` also gets a fog detector, which moves
 its g from the members' minimum to their median on real fog photos (hazefree.training.gate.fit_fog).
 
@@ -30,7 +33,15 @@ from _common import run_tool
 from hazefree.models import load_file
 from hazefree.models.weights import load_weights, save_weights
 from hazefree.training.config import load_config
-from hazefree.training.gate import GateConfig, GateData, fit_gate, gate_data, grid_values, real_split
+from hazefree.training.gate import (
+    GateConfig,
+    GateData,
+    balance_collections,
+    fit_gate,
+    gate_data,
+    grid_values,
+    real_split,
+)
 from hazefree.training.validation import load_training_data
 
 
@@ -48,6 +59,8 @@ def main() -> int:
     ap.add_argument("--cells", type=int, help="fit a region gate of CELLS x CELLS on the gated network of --init")
     ap.add_argument("--gate-max", type=float, default=1.0,
                     help="the gate's largest g, on a grid of step 0.1 (> 1: deeper than the prior; stage 14)")
+    ap.add_argument("--balance-collections", action="store_true",
+                    help="share the real photos' weight equally by their collections (stage 17)")
     ap.add_argument("--prior-airlight-window", type=float,
                     help="cap the prior's airlight by a grey opening of this share of the side (GuidedPix2Pix)")
     args = ap.parse_args()
@@ -76,7 +89,10 @@ def main() -> int:
         tensors = {"inputs": data.inputs, "loss": data.loss, "clipped": data.clipped, "weight": data.weight}
         save_tensors(tensors, str(tables))
         (args.out / "tables.json").write_text(json.dumps({"sources": data.sources, "scenes": data.scenes, "cells": args.cells, "gate_max": args.gate_max}))
-    summary = {"grid": grid_values(gate_cfg.grid, gate_cfg.grid_max).tolist(), "by_source": {}}
+    if args.balance_collections:
+        data = balance_collections(data)
+    summary = {"grid": grid_values(gate_cfg.grid, gate_cfg.grid_max).tolist(), "by_source": {},
+               "balance_collections": args.balance_collections}
     for src in sorted(set(data.sources)):
         rows = [i for i, s in enumerate(data.sources) if s == src]
         best = grid_values(gate_cfg.grid, gate_cfg.grid_max)[data.loss[rows].argmin(dim=1)]

@@ -36,6 +36,9 @@ borders and the guided filter spreads t by its radius; the tables ignore both.
 With ``fog`` (stage 15) the cautious gate also gets a fog detector (:func:`fit_fog`), which moves
 its g from the members' minimum to their median where an image reads as a real fog photo.
 
+With :func:`balance_collections` (stage 17) the real photos' weight is shared equally by their
+collections (DAWN, RIDCP, PTTD in ``train/real_unpaired``) rather than by the photos.
+
 With ``grid_max`` > 1 (stage 14) the grid, and the gate's range, go beyond the prior's strength
 (:func:`~hazefree.models.haze_gate.blend_prior` extrapolates the optical depth there).
 """
@@ -59,7 +62,8 @@ from ..models.guided_pix2pix import GuidedPix2Pix
 from ..models.haze_gate import CautiousGate, HazeGate, RegionGate, blend_prior, region_inputs
 
 __all__ = ["GateConfig", "GateTable", "GateData", "grid_outputs", "image_cells", "scene_folds",
-           "teacher_index", "gate_table", "gate_data", "interpolate", "fit_gate", "fit_fog"]
+           "teacher_index", "gate_table", "gate_data", "interpolate", "fit_gate", "fit_fog",
+           "photo_collection", "balance_collections"]
 
 
 @dataclass
@@ -271,6 +275,31 @@ def fit_fog(data: GateData, cfg: GateConfig) -> tuple[HazeGate, list[float]]:
 
     history = _descend(detector, loss, cfg)
     return detector.eval(), history
+
+
+def photo_collection(scene: str) -> str:
+    """The collection of a real photo from its tables' scene name ``real_unpaired/<stem>``: the
+    stem's first word (``real_unpaired/dawn_foggy-001`` -> ``dawn``)."""
+    return scene.rsplit("/", 1)[-1].split("_", 1)[0]
+
+
+def balance_collections(data: GateData) -> GateData:
+    """``data`` with the real photos' total weight shared equally by their collections
+    (:func:`photo_collection`) and each collection's equally by its rows (stage 17: in
+    ``train/real_unpaired`` 262 of 274 photos are DAWN road scenes); the other rows keep theirs."""
+    if data.scenes is None:
+        raise ValueError("balancing the real photos' collections needs the tables' scenes (GateData.scenes)")
+    groups: dict[str, list[int]] = {}
+    for i, (source, scene) in enumerate(zip(data.sources, data.scenes)):
+        if source == "real_unpaired":
+            groups.setdefault(photo_collection(scene), []).append(i)
+    if not groups:
+        raise ValueError("the tables hold no real photos (source 'real_unpaired') to balance")
+    weight = data.weight.clone()
+    total = sum(float(data.weight[rows].sum()) for rows in groups.values())
+    for rows in groups.values():
+        weight[rows] = total / len(groups) / len(rows)
+    return data._replace(weight=weight)
 
 
 def scene_folds(scenes: Sequence[str], k: int, seed: int) -> Tensor:
