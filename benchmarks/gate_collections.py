@@ -10,6 +10,7 @@ model's and DCP's J of the same photos.
 
     python benchmarks/gate_collections.py runs/gate-stage17 --seeds 0 1 --members 5 --loss relative \
         --balance-collections
+    python benchmarks/gate_collections.py runs/gate-stage17 --seeds --skip ridcp pttd --every 6  # DAWN, no gate
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def scores(output: torch.Tensor, hazy: torch.Tensor) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("tables", type=Path, help="a fit_haze_gate.py output folder (its tables)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="*", default=[0], help="none: the shipped model and DCP only")
     p.add_argument("--members", type=int, default=5)
     p.add_argument("--loss", choices=("l1", "relative"), default="relative")
     p.add_argument("--balance-collections", action="store_true")
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the shipped gated model: the baseline, and the network J is rendered with")
     p.add_argument("--real", default="../shared/data/train/real_unpaired")
     p.add_argument("--skip", nargs="+", default=["dawn"], help="collections not scored")
+    p.add_argument("--every", type=int, default=1, help="score every n-th photo")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     dcp = models.create("dcp").eval()
     fitting, held_out = real_split(args.real, GateConfig())
     photos = [(path, path in held_out) for path in sorted(fitting + held_out)
-              if photo_collection(path.stem) not in args.skip]
+              if photo_collection(path.stem) not in args.skip][:: args.every]
     rows: dict[str, dict] = {}
     for path, held in photos:
         hazy = read_image(path).rgb
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {seed} {path.name}: g {g:.2f}, FADE {rows[path.name][f'seed{seed}']['fade']:.3f}", flush=True)
     columns = ["shipped", "dcp", *(f"seed{s}" for s in args.seeds)]
     n = len(rows)
-    print(f"\n{n} photos outside {', '.join(args.skip)} (held out of the fit: "
+    print(f"\n{n} photos outside {', '.join(args.skip)}, every {args.every} (held out of the fit: "
           f"{sum(r['held_out'] for r in rows.values())})")
     print("| | mean FADE | relative to shipped | clipped % | clearer than DCP | darkened |")
     print("|---|---:|---:|---:|---:|---:|")
