@@ -6,11 +6,11 @@ classic photos) are few, and most of them are among the gate's fitting photos. S
 photo of the scored collections gets the g of the gate refitted without its row (same tables, seed
 and recipe as ``tools/fit_haze_gate.py``), and each held-out one the g of the candidate's own gate,
 fitted on every row. J at that g is scored by FADE, clipped share and darkening, beside the shipped
-model's and DCP's J of the same photos.
+model's and DCP's J of the same photos (and, with ``--strengths``, the shipped model's at t^S).
 
     python benchmarks/gate_collections.py runs/gate-stage17 --seeds 0 1 --members 5 --loss relative \
         --balance-collections
-    python benchmarks/gate_collections.py runs/gate-stage17 --seeds --skip ridcp pttd --every 6  # DAWN, no gate
+    python benchmarks/gate_collections.py --seeds --skip ridcp pttd --every 6  # DAWN, no gate
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from hazefree import models
 from hazefree.evaluation.no_reference import brightness_ratio, clipped_share
 from hazefree.io import read_image
 from hazefree.metrics.fade import fade
+from hazefree.strength import recompose
 from hazefree.training.gate import (
     GateConfig,
     GateData,
@@ -62,7 +63,7 @@ def scores(output: torch.Tensor, hazy: torch.Tensor) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("tables", type=Path, help="a fit_haze_gate.py output folder (its tables)")
+    p.add_argument("tables", type=Path, nargs="?", help="a fit_haze_gate.py output folder (its tables; needed with --seeds)")
     p.add_argument("--seeds", type=int, nargs="*", default=[0], help="none: the shipped model and DCP only")
     p.add_argument("--members", type=int, default=5)
     p.add_argument("--loss", choices=("l1", "relative"), default="relative")
@@ -72,13 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real", default="../shared/data/train/real_unpaired")
     p.add_argument("--skip", nargs="+", default=["dawn"], help="collections not scored")
     p.add_argument("--every", type=int, default=1, help="score every n-th photo")
+    p.add_argument("--strengths", type=float, nargs="*", default=[],
+                   help="also the shipped model at these strengths S (t^S, hazefree.strength)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    if args.seeds and args.tables is None:
+        p.error("--seeds refits gates: give the folder of their tables")
     torch.set_num_threads(args.threads)
-    data = load_tables(args.tables)
-    if args.balance_collections:
-        data = balance_collections(data)
+    if args.seeds:
+        data = load_tables(args.tables)
+        if args.balance_collections:
+            data = balance_collections(data)
     shipped = models.load_file(args.weights).eval()
     dcp = models.create("dcp").eval()
     fitting, held_out = real_split(args.real, GateConfig())
@@ -88,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     for path, held in photos:
         hazy = read_image(path).rgb
         with torch.no_grad():
-            rows[path.name] = {"held_out": held, "shipped": scores(shipped(hazy).clear, hazy),
+            out = shipped(hazy)
+            rows[path.name] = {"held_out": held, "shipped": scores(out.clear, hazy),
                                "dcp": scores(dcp(hazy).clear, hazy)}
+            for s in args.strengths:
+                j = recompose(hazy, out.transmission, out.airlight, shipped.t_min, s)
+                rows[path.name][f"shipped, S {s:g}"] = scores(j, hazy)
     for seed in args.seeds:
         cfg = GateConfig(loss=args.loss, members=args.members, seed=seed)
         full, _ = fit_gate(data, cfg)
@@ -103,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 (out,), _ = grid_outputs(shipped, hazy, torch.tensor([g]))
                 rows[path.name][f"seed{seed}"] = {"g": g, **scores(out, hazy)}
             print(f"seed {seed} {path.name}: g {g:.2f}, FADE {rows[path.name][f'seed{seed}']['fade']:.3f}", flush=True)
-    columns = ["shipped", "dcp", *(f"seed{s}" for s in args.seeds)]
+    columns = ["shipped", *(f"shipped, S {s:g}" for s in args.strengths), "dcp", *(f"seed{s}" for s in args.seeds)]
     n = len(rows)
     print(f"\n{n} photos outside {', '.join(args.skip)}, every {args.every} (held out of the fit: "
           f"{sum(r['held_out'] for r in rows.values())})")
@@ -119,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[c] = {"fade": f, "relative": f / base, "clipped": k, "clearer_than_dcp": clearer, "darkened": dark}
         print(f"| {c} | {f:.4f} | {f / base:.3f} | {100 * k:.3f} | {'-' if c == 'dcp' else clearer} | {dark} |")
     if args.out:
-        args.out.write_text(json.dumps({"tables": str(args.tables), "balance_collections": args.balance_collections,
+        args.out.write_text(json.dumps({"tables": None if args.tables is None else str(args.tables), "balance_collections": args.balance_collections,
                                         "summary": summary, "photos": rows}, indent=1))
     return 0
 
